@@ -1,0 +1,3 @@
+from .plain_pyramid import PlainPyramidNeck
+
+__all__ = ['PlainPyramidNeck']
