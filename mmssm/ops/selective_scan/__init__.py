@@ -1,0 +1,214 @@
+"""The selective-scan operator shared by every mmssm backbone (see docs/discretization.md for the math)."""
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .discretize import METHODS, NEIGHBOURS, ORDER, STABILITY_BOUNDARY, check_method, discretize
+from .naive import selective_scan_naive
+from .torch_scan import SelectiveScanTorch
+
+__all__ = ['selective_scan', 'selective_scan_bidirectional', 'selective_scan_naive', 'discretize', 'METHODS',
+           'BACKENDS', 'NEIGHBOURS', 'ORDER', 'STABILITY_BOUNDARY', 'available_backends']
+
+BACKENDS = ('torch', 'triton', 'cuda')
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def available_backends(device: torch.device) -> list:
+    """The backends that can run on ``device``, fastest first."""
+    # The Triton and CUDA backends arrive with the compiled-scan work; until then the torch path serves all
+    # devices.
+    return ['torch']
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend == 'auto':
+        backend = os.environ.get('MMSSM_SCAN_BACKEND', 'auto') or 'auto'
+        source = 'MMSSM_SCAN_BACKEND'
+    else:
+        source = 'backend'
+    if backend == 'auto':
+        return available_backends(device)[0]
+    if backend not in BACKENDS:
+        raise ValueError(f"{source} must be 'auto' or one of {BACKENDS}, got {backend!r}.")
+    if backend not in available_backends(device):
+        raise RuntimeError(
+            f"{source}={backend!r} is not available for tensors on {device} in this build of mmssm "
+            f"(available: {available_backends(device)}). The '{backend}' backend is not implemented yet; "
+            "use backend='torch' or 'auto'.")
+    return backend
+
+
+def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
+    tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}.')
+        if tensor.dtype not in _FLOAT_DTYPES:
+            raise ValueError(
+                f'{name} must have a floating dtype (one of float16, bfloat16, float32, float64; A real, not '
+                f'complex), got {tensor.dtype}.')
+        if tensor.device != u.device:
+            raise ValueError(f'{name} is on {tensor.device} but u is on {u.device}; move all inputs to one device.')
+    if u.dim() != 3:
+        raise ValueError(f'u must have shape (batch, dim, L), got {tuple(u.shape)}.')
+    batch, dim, length = u.shape
+    if length == 0:
+        raise ValueError(f'u must have at least one step (L >= 1), got shape {tuple(u.shape)}.')
+    for name in ('delta', 'z'):
+        tensor = tensors[name]
+        if tensor is not None and tensor.shape != u.shape:
+            raise ValueError(f'{name} must have the shape of u {tuple(u.shape)}, got {tuple(tensor.shape)}.')
+        if tensor is not None and tensor.dtype != u.dtype:
+            raise ValueError(f'{name} must have the dtype of u ({u.dtype}), got {tensor.dtype}.')
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f'A must have shape (dim, N) = ({dim}, N), got {tuple(A.shape)}.')
+    state = A.shape[1]
+    for name in ('B', 'C'):
+        tensor = tensors[name]
+        if tensor.dim() == 3:
+            groups = 1
+            ok = tensor.shape == (batch, state, length)
+        elif tensor.dim() == 4:
+            groups = tensor.shape[1]
+            ok = tensor.shape[0] == batch and tensor.shape[2:] == (state, length) and groups > 0 \
+                and dim % groups == 0
+        else:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f'{name} must have shape (batch, N, L) = ({batch}, {state}, {length}) or (batch, groups, N, L) '
+                f'with groups dividing dim={dim}, got {tuple(tensor.shape)}.')
+        if tensor.dtype not in (u.dtype, torch.float32):
+            raise ValueError(f'{name} must have the dtype of u ({u.dtype}) or float32, got {tensor.dtype}.')
+    for name in ('D', 'delta_bias'):
+        tensor = tensors[name]
+        if tensor is not None and tensor.shape != (dim,):
+            raise ValueError(f'{name} must have shape (dim,) = ({dim},), got {tuple(tensor.shape)}.')
+
+
+def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse,
+                          chunk_size):
+    compute_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    delta = delta.to(compute_dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute_dtype)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    B = B if B.dim() == 4 else B.unsqueeze(1)
+    C = C if C.dim() == 4 else C.unsqueeze(1)
+    u_time, delta_time, B_time, C_time = (t.to(compute_dtype).movedim(-1, 0) for t in (u, delta, B, C))
+    if reverse:
+        u_time, delta_time, B_time, C_time = (t.flip(0) for t in (u_time, delta_time, B_time, C_time))
+    y, last_state = SelectiveScanTorch.apply(
+        u_time.contiguous(), delta_time.contiguous(), A.to(compute_dtype), B_time.contiguous(),
+        C_time.contiguous(), discretization, chunk_size)
+    if reverse:
+        y = y.flip(0)
+    y = y.movedim(0, -1)
+    if D is not None:
+        y = y + u.to(compute_dtype) * D.to(compute_dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(compute_dtype))
+    return y.to(u.dtype).contiguous(), last_state
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                   delta_bias: torch.Tensor | None = None, delta_softplus: bool = True,
+                   discretization: str = 'zoh', reverse: bool = False, return_last_state: bool = False,
+                   backend: str = 'auto', chunk_size: int | None = None):
+    """Selective scan of Mamba, with a choice of discretization.
+
+    For every batch b, channel d and state n, with delta_t = softplus(delta + delta_bias) (or delta as given when
+    ``delta_softplus`` is False) and x_t = delta_t * A[d, n]::
+
+        h_t = A_bar(x_t) h_{t-1} + delta_t * sum_j W_j(x_t) B_{t-j}[n] u_{t-j}
+        y_t = sum_n C_t[n] h_t[n] + D[d] u_t,        then y_t *= silu(z_t)
+
+    ``discretization='zoh'`` is exactly Mamba's (A_bar = exp(x), W_0 = 1). The others are in
+    docs/discretization.md. With ``reverse=True`` the scan runs from the last step to the first, and "earlier"
+    samples are the later ones.
+
+    Args:
+        u: (batch, dim, L) input; float16, bfloat16, float32 or float64. The state is kept in float32 (float64
+            for float64 inputs).
+        delta: (batch, dim, L) step sizes before ``delta_bias`` and softplus; u's dtype.
+        A: (dim, N) real state matrix diagonal; negative for a stable system.
+        B, C: (batch, N, L), or (batch, groups, N, L) shared by dim // groups consecutive channels; u's dtype or
+            float32.
+        D: optional (dim,) skip connection.
+        z: optional (batch, dim, L) gate; the output is multiplied by silu(z).
+        delta_bias: optional (dim,) added to delta before softplus.
+        delta_softplus: apply softplus to delta (after delta_bias).
+        discretization: one of 'zoh', 'foh', 'bilinear', 'poly', 'highorder', 'rk4'.
+        reverse: scan from the end of the sequence to its start.
+        return_last_state: also return the final state (batch, dim, N), float32.
+        backend: 'auto', 'torch', 'triton' or 'cuda'; 'auto' takes the fastest available for the device
+            (environment variable MMSSM_SCAN_BACKEND overrides it).
+        chunk_size: steps per chunk of the torch path (default: sized to stay in cache).
+
+    Returns:
+        y (batch, dim, L) in u's dtype, or (y, last_state) with ``return_last_state``.
+
+    Example:
+        >>> import torch
+        >>> from mmssm.ops.selective_scan import selective_scan
+        >>> u, delta, z = torch.randn(2, 8, 50), torch.randn(2, 8, 50), torch.randn(2, 8, 50)
+        >>> A = -torch.rand(8, 16) - 0.5
+        >>> B, C = torch.randn(2, 16, 50), torch.randn(2, 16, 50)
+        >>> y = selective_scan(u, delta, A, B, C, D=torch.ones(8), z=z, discretization='bilinear')
+        >>> y.shape
+        torch.Size([2, 8, 50])
+    """
+    check_method(discretization)
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    _resolve_backend(backend, u.device)  # only the torch backend exists so far
+    y, last_state = _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization,
+                                          reverse, chunk_size)
+    return (y, last_state) if return_last_state else y
+
+
+def _pair(name, value, allow_single=False):
+    if value is None:
+        return None, None
+    if isinstance(value, torch.Tensor):
+        if allow_single:
+            return value, value
+        raise ValueError(f'{name} must be a pair (forward, backward) of tensors, got a single tensor.')
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f'{name} must be a pair (forward, backward), got {type(value).__name__} '
+                         f'of length {len(value) if hasattr(value, "__len__") else "?"}.')
+    return tuple(value)
+
+
+def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
+                                 discretization='zoh', return_last_state=False, backend='auto',
+                                 chunk_size=None):
+    """A forward and a reversed selective scan with separate parameters, as in a bidirectional (Vim) block.
+
+    Each of u, delta, A, B, C, D and delta_bias is a pair (forward, backward) of the arguments of
+    :func:`selective_scan`; z is one tensor shared by both directions or a pair. Both outputs are in the input's
+    token order: the backward one at step t summarizes steps t..L-1.
+
+    Returns:
+        (y_forward, y_backward), or ((y_forward, y_backward), (last_forward, last_backward)) with
+        ``return_last_state``; a backward last state is the state after step 0.
+    """
+    pairs = [_pair(name, value) for name, value in
+             (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('delta_bias', delta_bias))]
+    z_pair = _pair('z', z, allow_single=True)
+    results = []
+    for direction in (0, 1):
+        args = [pair[direction] for pair in pairs]
+        results.append(selective_scan(
+            *args[:5], D=args[5], z=z_pair[direction], delta_bias=args[6], delta_softplus=delta_softplus,
+            discretization=discretization, reverse=direction == 1, return_last_state=True, backend=backend,
+            chunk_size=chunk_size))
+    outputs = (results[0][0], results[1][0])
+    if return_last_state:
+        return outputs, (results[0][1], results[1][1])
+    return outputs

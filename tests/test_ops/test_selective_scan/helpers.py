@@ -1,0 +1,36 @@
+import torch
+
+
+def assert_close(name, ref, out, atol, rtol=0.0):
+    """Fail on NaN/inf, or when |out - ref| > atol + rtol * |ref| anywhere; report the worst difference."""
+    assert out.shape == ref.shape, f'{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}'
+    out, ref = out.double(), ref.double()
+    assert torch.isfinite(out).all(), f'{name}: non-finite values'
+    diff = (out - ref).abs()
+    allowed = atol + rtol * ref.abs()
+    worst = (diff - allowed).argmax()
+    assert (diff <= allowed).all(), (
+        f'{name}: max abs diff {diff.max().item():.3e}, rel {(diff / ref.abs().clamp_min(1e-30)).max().item():.3e}'
+        f' (at {worst.item()}: {out.flatten()[worst].item():.6e} vs {ref.flatten()[worst].item():.6e})')
+
+
+def make_inputs(batch, dim, length, state, groups=None, dtype=torch.float64, seed=0, device='cpu',
+                a_range=(0.2, 1.2), delta_scale=0.5, grad=True):
+    """Random scan inputs: A in -a_range, delta softplus(N(0, delta_scale) + bias) around 0.3-1.2."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(device, dtype)
+
+    bc_shape = (batch, state, length) if groups is None else (batch, groups, state, length)
+    low, high = a_range
+    inputs = dict(
+        u=randn(batch, dim, length),
+        delta=randn(batch, dim, length, scale=delta_scale),
+        A=-(low + (high - low) * torch.rand(dim, state, generator=generator, dtype=torch.float64)).to(device),
+        B=randn(*bc_shape), C=randn(*bc_shape),
+        D=randn(dim), z=randn(batch, dim, length), delta_bias=randn(dim, scale=0.3) - 0.5)
+    if grad:
+        for tensor in inputs.values():
+            tensor.requires_grad_()
+    return inputs

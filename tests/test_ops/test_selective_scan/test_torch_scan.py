@@ -1,0 +1,90 @@
+"""The torch path against the float64 oracle: every method, forward, last state and every gradient."""
+import pytest
+import torch
+
+from mmssm.ops.selective_scan import METHODS, selective_scan, selective_scan_naive
+
+from .helpers import assert_close, make_inputs
+
+GRAD_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+
+
+def compare_with_naive(method, inputs, reverse=False, chunk_size=None, atol=1e-10, rtol=1e-9):
+    torch.manual_seed(1)
+    y, h = selective_scan(**inputs, discretization=method, reverse=reverse, return_last_state=True,
+                          chunk_size=chunk_size)
+    y_ref, h_ref = selective_scan_naive(**inputs, discretization=method, reverse=reverse, return_last_state=True)
+    assert_close('y', y_ref, y, atol, rtol)
+    assert_close('last state', h_ref, h, atol, rtol)
+    weight_y, weight_h = torch.randn_like(y), torch.randn_like(h)
+    tensors = [inputs[name] for name in GRAD_NAMES]
+    grads = torch.autograd.grad((y * weight_y).sum() + (h * weight_h).sum(), tensors)
+    grads_ref = torch.autograd.grad((y_ref * weight_y).sum() + (h_ref * weight_h).sum(), tensors)
+    for name, grad, grad_ref in zip(GRAD_NAMES, grads, grads_ref):
+        assert_close(f'd{name}', grad_ref, grad, atol, rtol)
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('length, state, groups, chunk_size', [
+    (1, 16, None, None), (2, 1, None, 1), (63, 16, 2, 7), (197, 16, None, 50), (197, 1, 4, None)])
+def test_matches_naive(method, length, state, groups, chunk_size):
+    inputs = make_inputs(2, 4, length, state, groups=groups, seed=length)
+    compare_with_naive(method, inputs, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_matches_naive_long_and_reversed(method):
+    inputs = make_inputs(1, 2, 1025, 16, groups=2, seed=3)
+    compare_with_naive(method, inputs, reverse=True, chunk_size=100)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_reverse_is_the_flipped_scan(method):
+    inputs = make_inputs(2, 3, 20, 4, grad=False)
+    flipped = {k: (v.flip(-1) if k in ('u', 'delta', 'z', 'B', 'C') else v) for k, v in inputs.items()}
+    y_reverse = selective_scan(**inputs, discretization=method, reverse=True)
+    y_flipped = selective_scan(**flipped, discretization=method)
+    assert_close('reverse', y_flipped.flip(-1), y_reverse, atol=1e-12)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_gradcheck(method):
+    inputs = make_inputs(1, 2, 6, 2, groups=2, seed=5)
+    names = list(inputs)
+
+    def function(*tensors):
+        y, h = selective_scan(**dict(zip(names, tensors)), discretization=method, return_last_state=True,
+                              chunk_size=4)
+        return y, h
+
+    assert torch.autograd.gradcheck(function, tuple(inputs[name] for name in names), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision(method, dtype):
+    """The state is kept in float32: the result may be off by little more than its own rounding."""
+    inputs = make_inputs(2, 8, 97, 16, dtype=dtype, seed=7, grad=False)
+    y = selective_scan(**inputs, discretization=method)
+    assert y.dtype == dtype
+    y_ref = selective_scan_naive(**{k: v.double() for k, v in inputs.items()}, discretization=method)
+    rounding = (y_ref.to(dtype).double() - y_ref).abs().max().item()
+    # float32 state arithmetic over 97 steps adds ~1e-5 relative; the output rounding dominates for fp16/bf16.
+    assert_close(f'{method} {dtype}', y_ref, y, atol=2 * rounding + 1e-5 * y_ref.abs().max().item())
+
+
+def test_last_state_is_float32_for_low_precision_input():
+    inputs = make_inputs(1, 2, 9, 4, dtype=torch.bfloat16, grad=False)
+    _, h = selective_scan(**inputs, return_last_state=True)
+    assert h.dtype == torch.float32
+
+
+def test_optional_arguments_can_be_left_out():
+    inputs = make_inputs(2, 4, 11, 3, grad=False)
+    for name in ('D', 'z', 'delta_bias'):
+        inputs[name] = None
+    inputs['delta'] = inputs['delta'].abs() + 0.05  # used as the step itself
+    for method in METHODS:
+        y = selective_scan(**inputs, discretization=method, delta_softplus=False)
+        y_ref = selective_scan_naive(**inputs, discretization=method, delta_softplus=False)
+        assert_close(method, y_ref, y, atol=1e-10, rtol=1e-9)
