@@ -51,11 +51,11 @@ def phi_functions(x: torch.Tensor, count: int) -> list:
     x_small = torch.where(small, x, torch.zeros_like(x))
     terms = _TAYLOR_TERMS.get(x.dtype, 11)
     taylor = torch.full_like(x, 1.0 / math.factorial(terms - 1 + count))
-    for j in range(terms - 2, -1, -1):
-        taylor = taylor * x_small + 1.0 / math.factorial(j + count)
+    for j in range(terms - 2, -1, -1):  # Horner, one fused multiply-add per term
+        taylor = torch.addcmul(x.new_tensor(1.0 / math.factorial(j + count)), taylor, x_small)
     taylor_phis = [taylor]
     for k in range(count - 1, 0, -1):
-        taylor_phis.insert(0, taylor_phis[0] * x_small + 1.0 / math.factorial(k))
+        taylor_phis.insert(0, torch.addcmul(x.new_tensor(1.0 / math.factorial(k)), taylor_phis[0], x_small))
     result = []
     closed = torch.exp(x_large)  # phi_0
     for k in range(count):
