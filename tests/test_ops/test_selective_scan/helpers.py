@@ -1,4 +1,9 @@
+import os
+
 import torch
+
+# MMSSM_TEST_DEVICE=cuda runs the operator tests on a GPU (the reference loop then runs there too, in float64).
+DEVICE = os.environ.get('MMSSM_TEST_DEVICE', 'cpu')
 
 
 def assert_close(name, ref, out, atol, rtol=0.0):
@@ -14,7 +19,7 @@ def assert_close(name, ref, out, atol, rtol=0.0):
         f' (at {worst.item()}: {out.flatten()[worst].item():.6e} vs {ref.flatten()[worst].item():.6e})')
 
 
-def make_inputs(batch, dim, length, state, groups=None, dtype=torch.float64, seed=0, device='cpu',
+def make_inputs(batch, dim, length, state, groups=None, dtype=torch.float64, seed=0, device=DEVICE,
                 a_range=(0.2, 1.2), delta_scale=0.5, grad=True):
     """Random scan inputs: A in -a_range, delta softplus(N(0, delta_scale) + bias) around 0.3-1.2."""
     generator = torch.Generator().manual_seed(seed)

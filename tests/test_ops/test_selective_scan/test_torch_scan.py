@@ -88,3 +88,22 @@ def test_optional_arguments_can_be_left_out():
         y = selective_scan(**inputs, discretization=method, delta_softplus=False)
         y_ref = selective_scan_naive(**inputs, discretization=method, delta_softplus=False)
         assert_close(method, y_ref, y, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('method', METHODS)
+def test_cuda_tensors_match_the_cpu_oracle(method):
+    """The torch path runs unchanged on CUDA tensors (float32 there, float64 oracle on the CPU)."""
+    inputs = make_inputs(2, 8, 197, 16, groups=2, dtype=torch.float32, device='cuda', seed=11)
+    y, h = selective_scan(**inputs, discretization=method, return_last_state=True)
+    assert y.is_cuda and h.is_cuda
+    y.backward(torch.ones_like(y))
+    cpu_inputs = {k: v.detach().cpu().double().requires_grad_() for k, v in inputs.items()}
+    y_ref, h_ref = selective_scan_naive(**cpu_inputs, discretization=method, return_last_state=True)
+    y_ref.backward(torch.ones_like(y_ref))
+    scale = y_ref.abs().max().item()
+    assert_close('y', y_ref, y.cpu(), atol=1e-4 * scale)
+    assert_close('last state', h_ref, h.cpu(), atol=1e-4 * h_ref.abs().max().item())
+    for name, tensor in inputs.items():
+        ref = cpu_inputs[name].grad
+        assert_close(f'd{name}', ref, tensor.grad.cpu(), atol=1e-4 * ref.abs().max().item())
