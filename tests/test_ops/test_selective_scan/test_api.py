@@ -48,7 +48,8 @@ def test_bad_input_is_named(change, message):
 def test_device_mismatch_is_named():
     kwargs = good_inputs()
     kwargs['D'] = kwargs['D'].to('meta')
-    with pytest.raises(ValueError, match=r'D is on meta but u is on cpu; move all inputs to one device'):
+    device = kwargs['u'].device
+    with pytest.raises(ValueError, match=rf'D is on meta but u is on {device}; move all inputs to one device'):
         selective_scan(**kwargs)
 
 
