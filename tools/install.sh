@@ -21,7 +21,7 @@ pip() { "$VENV/bin/python" -m pip "$@"; }
 step "torch and torchvision"
 pip install "torch===2.13.0" "torchvision==0.28.0"
 
-# mmcv 2.1.x has no prebuilt wheel for this torch, so it is built from source with its ops (about 17 minutes on
+# mmcv 2.1.x has no prebuilt wheel for this torch, so it is built from source with its ops (about 7 minutes on
 # 2 cores the first time; pip caches the wheel, so later installs on this machine take seconds). Its setup.py
 # needs torch importable (--no-build-isolation) and setuptools < 70 (it relies on APIs removed in 70).
 step "mmcv 2.1.0 with ops (built from source unless pip's cache has the wheel)"
