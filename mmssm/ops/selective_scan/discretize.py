@@ -18,7 +18,8 @@ METHODS = ('zoh', 'foh', 'bilinear', 'poly', 'highorder', 'rk4')
 # How many earlier samples (beyond the current one) each method reads.
 NEIGHBOURS = {'zoh': 0, 'foh': 1, 'bilinear': 1, 'poly': 2, 'highorder': 3, 'rk4': 3}
 
-# Global order of accuracy in delta for a smooth input and constant delta (tests/.../test_convergence.py).
+# Global order of accuracy in delta for a smooth input and constant delta
+# (measured in tests/test_ops/test_selective_scan/test_discretize.py).
 ORDER = {'zoh': 1, 'foh': 2, 'bilinear': 2, 'poly': 3, 'highorder': 4, 'rk4': 4}
 
 # The left end of the real interval of x = a * delta on which |A_bar| <= 1 (the right end is 0 for all).

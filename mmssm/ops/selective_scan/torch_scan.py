@@ -53,13 +53,17 @@ def _scan_inplace(a_bar, states, h0):
     return states
 
 
-def _halo_index(start, end, k, device):
-    # Samples before the sequence start repeat the first one.
-    return torch.arange(start - k, end, device=device).clamp_min_(0)
+def _chunks(length, step, k, device):
+    """(start, end, index) of every chunk, in order; index selects the chunk and the k samples before it, the
+    samples before the sequence start repeating the first one."""
+    return [(start, min(start + step, length),
+             torch.arange(start - k, min(start + step, length), device=device).clamp_min_(0))
+            for start in range(0, length, step)]
 
 
 class SelectiveScanTorch(torch.autograd.Function):
-    """y_t = sum_n C_t h_t for the recurrence of discretize.py, in float32, time-major inputs.
+    """y_t = sum_n C_t h_t for the recurrence of discretize.py, time-major, in the inputs' dtype (float32 or
+    float64).
 
     Inputs: u, delta (L, batch, dim); A (dim, N); B, C (L, batch, groups, N). Outputs: y (L, batch, dim) and the
     final state (batch, dim, N).
@@ -75,9 +79,7 @@ class SelectiveScanTorch(torch.autograd.Function):
         h = u.new_zeros(batch, groups, per_group, state)
         h_starts = []
         y = u.new_empty(length, batch, dim)
-        for start in range(0, length, step):
-            end = min(start + step, length)
-            index = _halo_index(start, end, k, u.device)
+        for start, end, index in _chunks(length, step, k, u.device):
             h_starts.append(h)
             a_bar, states = _discretized_chunk(discretization, u.index_select(0, index), delta[start:end], A,
                                                B.index_select(0, index), groups)
@@ -102,11 +104,9 @@ class SelectiveScanTorch(torch.autograd.Function):
         # adjoint of the state that flows into the chunk after the current one
         carry = (grad_last_state.reshape(batch, groups, per_group, state).clone()
                  if grad_last_state is not None else u.new_zeros(batch, groups, per_group, state))
-        starts = list(range(0, length, step))
-        for chunk in range(len(starts) - 1, -1, -1):
-            start = starts[chunk]
-            end = min(start + step, length)
-            index = _halo_index(start, end, k, u.device)
+        chunks = _chunks(length, step, k, u.device)
+        for chunk in range(len(chunks) - 1, -1, -1):
+            start, end, index = chunks[chunk]
             with torch.enable_grad():
                 u_halo = u.index_select(0, index).requires_grad_()
                 B_halo = B.index_select(0, index).requires_grad_()

@@ -62,7 +62,7 @@ def test_higher_order_methods_are_more_accurate():
 def test_stable_on_the_documented_interval(method):
     left = max(STABILITY_BOUNDARY[method], -1e4)
     x = torch.cat([torch.linspace(left, 0, 20001, dtype=torch.float64),
-                   -torch.logspace(-8, 4, 200, dtype=torch.float64).clamp_max(-left if left > -1e4 else 1e4)])
+                   -torch.logspace(-8, 4, 200, dtype=torch.float64)])
     x = x[x >= left]
     a_bar, _ = discretize(method, x)
     assert (a_bar.abs() <= 1 + 1e-12).all(), method
