@@ -1,3 +1,10 @@
+from .add_norm import add_norm, fused_add_norm_available
+from .inverted_residual import CausalInvertedResidual1d
+from .mamba_mixer import MambaMixer
 from .norm import RMSNorm
+from .pos_embed import resize_pos_embed
+from .rope import VisionRoPE2d
+from .se import TokenSqueezeExcitation
 
-__all__ = ['RMSNorm']
+__all__ = ['RMSNorm', 'MambaMixer', 'CausalInvertedResidual1d', 'TokenSqueezeExcitation', 'VisionRoPE2d',
+           'resize_pos_embed', 'add_norm', 'fused_add_norm_available']

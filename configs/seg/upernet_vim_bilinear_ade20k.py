@@ -1,0 +1,5 @@
+# UperNet + Vim-T on ADE20K as upernet_vim_zoh_ade20k.py, with the selective scan discretized by
+# the bilinear (Tustin) transform; see docs/discretization.md.
+_base_ = './upernet_vim_zoh_ade20k.py'
+
+model = dict(backbone=dict(discretization='bilinear'))

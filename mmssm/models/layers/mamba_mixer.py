@@ -1,0 +1,163 @@
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmssm.ops.causal_conv1d import causal_conv1d
+from mmssm.ops.selective_scan import METHODS, selective_scan, selective_scan_bidirectional
+from mmssm.registry import MODELS
+
+from .inverted_residual import CausalInvertedResidual1d
+from .se import TokenSqueezeExcitation
+
+CONV_TYPES = ('conv', 'inverted_residual')
+
+
+def _at_least_fp32(tensor):
+    """SSM parameters go to the scan in float32 (as Mamba's ``.float()``), or float64 in a float64 model."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+@MODELS.register_module()
+class MambaMixer(nn.Module):
+    """Mamba's selective-SSM token mixer, one-directional or bidirectional (Vim's "v2" block).
+
+    ``in_proj`` maps C tokens to x and the gate z (``expand * C`` channels each). x goes through a short causal
+    depthwise convolution and SiLU, ``x_proj`` gives the step ``dt`` (rank ``dt_rank``, expanded by ``dt_proj``)
+    and the input-dependent B and C, and the selective scan (``discretization`` of the operator) gives
+    ``y * silu(z)``. The bidirectional block has a second set of conv, x_proj, dt_proj, A and D that scans from the
+    last token to the first; the two outputs are summed (and halved with ``divide_out``) before the shared
+    ``out_proj``. Parameter names match Mamba / Vim, so their checkpoints load after a key mapping.
+
+    Args:
+        embed_dims (int): token channels C.
+        d_state (int): state size N. Default: 16.
+        expand (float): inner channels = expand * C. Default: 2.
+        d_conv (int): short convolution kernel. Default: 4.
+        dt_rank (int | 'auto'): rank of the dt projection; 'auto' is ceil(C / 16).
+        dt_min, dt_max, dt_init_floor (float): range of the initial step sizes (Mamba's init).
+        conv_bias (bool): bias of the short convolution. Default: True.
+        bias (bool): bias of in_proj and out_proj. Default: False.
+        bidirectional (bool): add the reversed scan (Vim's v2 block). Default: True.
+        divide_out (bool): average the two directions instead of summing them. Default: True.
+        discretization (str): one of the operator's methods ('zoh', 'foh', 'bilinear', 'poly', 'highorder',
+            'rk4'). Default: 'zoh' (Mamba's).
+        conv_type (str): 'conv' (Mamba's depthwise conv) or 'inverted_residual' (MobileNetV2 block in its place).
+        inverted_residual_cfg (dict, optional): extra arguments of :class:`CausalInvertedResidual1d`
+            (``expand_ratio``, ``norm_cfg``, ``act_cfg``).
+        se_ratio (float, optional): if given, squeeze-and-excitation with this reduction ratio after the gating.
+        scan_backend (str): backend of the selective scan. Default: 'auto'.
+    """
+
+    def __init__(self, embed_dims: int, d_state: int = 16, expand: float = 2, d_conv: int = 4,
+                 dt_rank='auto', dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+                 conv_bias: bool = True, bias: bool = False, bidirectional: bool = True, divide_out: bool = True,
+                 discretization: str = 'zoh', conv_type: str = 'conv', inverted_residual_cfg: dict | None = None,
+                 se_ratio: float | None = None, scan_backend: str = 'auto'):
+        super().__init__()
+        if not isinstance(embed_dims, int) or embed_dims <= 0:
+            raise ValueError(f'MambaMixer: embed_dims must be a positive int, got {embed_dims!r}.')
+        if not isinstance(d_state, int) or d_state <= 0:
+            raise ValueError(f'MambaMixer: d_state must be a positive int, got {d_state!r}.')
+        if not isinstance(d_conv, int) or d_conv <= 0:
+            raise ValueError(f'MambaMixer: d_conv must be a positive int, got {d_conv!r}.')
+        if discretization not in METHODS:
+            raise ValueError(f'MambaMixer: unknown discretization {discretization!r}; choose one of {METHODS}.')
+        if conv_type not in CONV_TYPES:
+            raise ValueError(f'MambaMixer: unknown conv_type {conv_type!r}; choose one of {CONV_TYPES}.')
+        if dt_rank == 'auto':
+            dt_rank = math.ceil(embed_dims / 16)
+        if not isinstance(dt_rank, int) or dt_rank <= 0:
+            raise ValueError(f"MambaMixer: dt_rank must be a positive int or 'auto', got {dt_rank!r}.")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f'MambaMixer: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}.')
+        self.embed_dims = embed_dims
+        self.d_state = d_state
+        self.d_inner = int(round(expand * embed_dims))
+        self.d_conv = d_conv
+        self.dt_rank = dt_rank
+        self.bidirectional = bidirectional
+        self.divide_out = divide_out
+        self.discretization = discretization
+        self.conv_type = conv_type
+        self.scan_backend = scan_backend
+        self._dt_init = (dt_min, dt_max, dt_init_floor)
+
+        self.in_proj = nn.Linear(embed_dims, 2 * self.d_inner, bias=bias)
+        self.out_proj = nn.Linear(self.d_inner, embed_dims, bias=bias)
+        for suffix in ('', '_b') if bidirectional else ('',):
+            if conv_type == 'conv':
+                conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=conv_bias)
+            else:
+                conv = CausalInvertedResidual1d(self.d_inner, d_conv, reverse=suffix == '_b',
+                                                **(inverted_residual_cfg or {}))
+            setattr(self, f'conv1d{suffix}', conv)
+            setattr(self, f'x_proj{suffix}', nn.Linear(self.d_inner, dt_rank + 2 * d_state, bias=False))
+            setattr(self, f'dt_proj{suffix}', nn.Linear(dt_rank, self.d_inner, bias=True))
+            a_name = 'A_log' if suffix == '' else 'A_b_log'
+            setattr(self, a_name, nn.Parameter(torch.empty(self.d_inner, d_state)))
+            setattr(self, f'D{suffix}', nn.Parameter(torch.empty(self.d_inner)))
+        self.se = TokenSqueezeExcitation(self.d_inner, se_ratio) if se_ratio is not None else None
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        """Mamba's initialization: S4D-real A, D = 1, dt log-uniform in [dt_min, dt_max] through softplus."""
+        dt_min, dt_max, dt_init_floor = self._dt_init
+        for suffix in ('', '_b') if self.bidirectional else ('',):
+            dt_proj = getattr(self, f'dt_proj{suffix}')
+            std = self.dt_rank ** -0.5
+            nn.init.uniform_(dt_proj.weight, -std, std)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)
+            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+            dt_proj.bias._no_reinit = True
+            a_log = getattr(self, 'A_log' if suffix == '' else 'A_b_log')
+            a_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(a_log))
+            a_log._no_weight_decay = True
+            d = getattr(self, f'D{suffix}')
+            d.fill_(1.0)
+            d._no_weight_decay = True
+
+    def _direction(self, x, z, suffix, reverse):
+        conv = getattr(self, f'conv1d{suffix}')
+        if self.conv_type == 'conv':
+            x = causal_conv1d(x, conv.weight, conv.bias, activation='silu', reverse=reverse)
+        else:
+            x = F.silu(conv(x))
+        x_dbl = getattr(self, f'x_proj{suffix}')(x.transpose(1, 2))  # (batch, L, dt_rank + 2N)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt_proj = getattr(self, f'dt_proj{suffix}')
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
+        A = -torch.exp(_at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
+        return dict(u=x, delta=delta.to(x.dtype), A=A, B=B.transpose(1, 2), C=C.transpose(1, 2),
+                    D=_at_least_fp32(getattr(self, f'D{suffix}')), delta_bias=_at_least_fp32(dt_proj.bias))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(batch, L, C) -> (batch, L, C)."""
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.embed_dims:
+            raise ValueError(
+                f'MambaMixer: expected input of shape (batch, L, {self.embed_dims}), got {tuple(hidden_states.shape)}.')
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, 2 * d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        forward_args = self._direction(x, z, '', reverse=False)
+        if self.bidirectional:
+            backward_args = self._direction(x, z, '_b', reverse=True)
+            pairs = {k: (forward_args[k], backward_args[k]) for k in forward_args}
+            y_f, y_b = selective_scan_bidirectional(**pairs, z=z.contiguous(), delta_softplus=True,
+                                                    discretization=self.discretization, backend=self.scan_backend)
+            y = y_f + y_b
+            if self.divide_out:
+                y = y * 0.5
+        else:
+            y = selective_scan(**forward_args, z=z.contiguous(), delta_softplus=True,
+                               discretization=self.discretization, backend=self.scan_backend)
+        if self.se is not None:
+            y = self.se(y)
+        return self.out_proj(y.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return (f'embed_dims={self.embed_dims}, d_inner={self.d_inner}, d_state={self.d_state}, '
+                f'bidirectional={self.bidirectional}, discretization={self.discretization!r}, '
+                f'conv_type={self.conv_type!r}, se={self.se is not None}')

@@ -1,0 +1,228 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mmssm.models import MambaMixer, Vim
+from mmssm.ops.selective_scan import METHODS
+
+SMALL = dict(img_size=32, patch_size=8)
+
+
+def grad_missing(model):
+    return [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not
+                                                                                   torch.isfinite(p.grad).all())]
+
+
+@pytest.fixture(scope='module')
+def arch_models():
+    torch.manual_seed(0)
+    return {arch: Vim(arch, **SMALL) for arch in ('tiny', 'small', 'base', 'test')}
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'test'])
+def test_every_arch_and_method_trains(arch_models, arch, method):
+    """Full-depth models of every arch, on a 32x32 image (16 patches + the class token), each discretization."""
+    model = arch_models[arch]
+    for module in model.modules():
+        if isinstance(module, MambaMixer):
+            module.discretization = method
+    model.zero_grad(set_to_none=True)
+    model.train()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert len(out) == 1 and out[0].shape == (2, model.embed_dims)
+    assert torch.isfinite(out[0]).all()
+    out[0].pow(2).mean().backward()
+    assert grad_missing(model) == []
+
+
+@pytest.mark.parametrize('arch, params', [('tiny', 7e6), ('small', 26e6), ('base', 98e6)])
+def test_arch_zoo_sizes_match_the_paper(arch_models, arch, params):
+    # the Vim paper counts the 1000-class head too
+    model = arch_models[arch]
+    count = sum(p.numel() for p in model.parameters()) + model.embed_dims * 1001
+    assert abs(count - params) / params < 0.03, count
+    assert model.depth == 24 and model.layers[0].mixer.d_state == 16
+    assert model.layers[0].mixer.d_inner == 2 * model.embed_dims
+
+
+VARIANTS = {
+    'default': {},
+    'head_token_ln': dict(cls_token='head', norm_cfg=dict(type='LN', eps=1e-5)),
+    'no_token_mean': dict(cls_token='none', out_type='mean'),
+    'max_pool': dict(out_type='max'),
+    'rope': dict(rope=True, rope_residual=True),
+    'no_pos_embed_unidirectional': dict(pos_embed=False, bidirectional=False),
+    'se': dict(se_ratio=4),
+    'mobilenetv2': dict(conv_type='inverted_residual'),
+    'se_mobilenetv2_checkpointed': dict(se_ratio=2, conv_type='inverted_residual', with_cp=True),
+    'drop_path_fp16_residual': dict(drop_path_rate=0.2, drop_rate=0.1, residual_in_fp32=False),
+    'stride_smaller_than_patch': dict(patch_size=8, stride=4),
+    'sum_directions': dict(divide_out=False),
+}
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_options(variant, method):
+    torch.manual_seed(0)
+    kwargs = {**SMALL, **VARIANTS[variant]}
+    model = Vim('test', discretization=method, **kwargs)
+    model.init_weights()
+    model.train()
+    out = model(torch.randn(2, 3, 32, 32))[0]
+    assert out.shape == (2, 32) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert grad_missing(model) == []
+
+
+def test_variants_have_their_parts():
+    se = Vim('test', se_ratio=4, **SMALL)
+    assert se.layers[0].mixer.se.fc1.out_features == 64 // 4
+    mb = Vim('test', conv_type='inverted_residual', mixer_cfg=dict(inverted_residual_cfg=dict(expand_ratio=3)),
+             **SMALL)
+    assert mb.layers[0].mixer.conv1d.expand.out_channels == 64 * 3
+    uni = Vim('test', bidirectional=False, **SMALL)
+    assert not hasattr(uni.layers[0].mixer, 'A_b_log')
+
+
+def test_discretization_reaches_every_block():
+    model = Vim('test', discretization='bilinear', **SMALL)
+    assert {m.discretization for m in model.modules() if isinstance(m, MambaMixer)} == {'bilinear'}
+    torch.manual_seed(0)
+    zoh = Vim('test', **SMALL)
+    zoh.init_weights()
+    rk4 = Vim('test', discretization='rk4', **SMALL)
+    rk4.load_state_dict(zoh.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    assert not torch.allclose(zoh(x)[0], rk4(x)[0])  # the method changes the function
+
+
+@pytest.mark.parametrize('size', [(32, 32), (37, 45), (64, 24), (8, 8), (5, 70)])
+def test_dense_outputs_any_size(size):
+    model = Vim('test', out_type='featmap', out_indices=(0, -1), **SMALL)
+    model.init_weights()
+    outs = model(torch.randn(2, 3, *size))
+    grid = tuple(math.ceil(s / 8) for s in size)
+    assert [o.shape for o in outs] == [(2, 32, *grid)] * 2
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_padding_adds_patches_only_where_needed():
+    model = Vim('test', out_type='featmap', **SMALL).eval()
+    x = torch.randn(1, 3, 33, 32)
+    assert model.patch_embed.grid((32, 32)) == (4, 4)
+    assert model.patch_embed.grid((33, 32)) == (5, 4)
+    tokens_33, grid = model.patch_embed(x)
+    tokens_32, _ = model.patch_embed(x[:, :, :32])
+    assert grid == (5, 4)
+    torch.testing.assert_close(tokens_33[:, :16], tokens_32)  # the first 4 patch rows see no padding
+    stride8 = Vim('test', img_size=224, patch_size=16, stride=8)
+    assert stride8.train_grid == (27, 27)  # as the original Vim's stride-8 models
+
+
+def test_middle_class_token_and_pos_embed_layout():
+    model = Vim('test', **SMALL)
+    assert model.pos_embed.shape == (1, 17, 32)
+    assert model._pos_cls_index(16) == 8
+    model.eval()
+    x = torch.randn(1, 3, 32, 32)
+    raw = Vim('test', out_type='raw', **SMALL)
+    raw.load_state_dict(model.state_dict())
+    raw.eval()
+    tokens = raw(x)[0]
+    torch.testing.assert_close(model(x)[0], tokens[:, 8])
+
+
+def test_pos_embed_resized_when_loading_another_resolution():
+    torch.manual_seed(0)
+    small = Vim('test', img_size=32, patch_size=8)
+    small.init_weights()
+    big = Vim('test', img_size=64, patch_size=8)
+    big.load_state_dict(small.state_dict())
+    assert big.pos_embed.shape == (1, 65, 32)
+    torch.testing.assert_close(big.pos_embed[:, 32], small.pos_embed[:, 8])  # the class token's slot moves along
+    # the model at 64 px with resized weights computes the same as the 32 px model resizing on the fly
+    small.eval(), big.eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(big(x)[0], small(x)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match='cannot load pos_embed'):
+        Vim('test', img_size=32, patch_size=8).load_state_dict({**small.state_dict(),
+                                                                  'pos_embed': torch.zeros(1, 20, 32)})
+
+
+def test_frozen_stages():
+    model = Vim('test', frozen_stages=1, **SMALL)
+    model.train()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert 'pos_embed' in frozen and 'cls_token' in frozen and 'patch_embed.projection.weight' in frozen
+    assert any(n.startswith('layers.0.') for n in frozen)
+    assert not any(n.startswith('layers.1.') for n in frozen)
+    out = model(torch.randn(1, 3, 32, 32))[0]
+    out.sum().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
+    assert model.layers[1].mixer.in_proj.weight.grad is not None
+    everything = Vim('test', frozen_stages=2, **SMALL)
+    assert not any(p.requires_grad for p in everything.parameters())
+
+
+def test_norm_eval_keeps_batch_norms_frozen():
+    model = Vim('test', conv_type='inverted_residual', norm_eval=True, **SMALL)
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(not bn.training for bn in bns)
+
+
+def test_layer_depth():
+    model = Vim('test', **SMALL)
+    assert model.get_layer_depth('backbone.pos_embed', 'backbone.') == (0, 4)
+    assert model.get_layer_depth('backbone.layers.1.mixer.A_log', 'backbone.') == (2, 4)
+    assert model.get_layer_depth('backbone.norm_f.weight', 'backbone.') == (3, 4)
+    assert model.get_layer_depth('head.fc.weight', 'backbone.') == (3, 4)
+
+
+def test_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = Vim('test', **SMALL)
+    cp = Vim('test', with_cp=True, **SMALL)
+    cp.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    for model in (plain, cp):
+        model(x)[0].sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), cp.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='huge'), "unknown arch 'huge'"),
+    (dict(arch=dict(embed_dims=32)), 'missing'),
+    (dict(discretization='euler'), "unknown discretization 'euler'"),
+    (dict(cls_token='tail'), "cls_token must be one of"),
+    (dict(out_type='avg'), 'out_type must be one of'),
+    (dict(cls_token='none', out_type='cls_token'), 'needs a class token'),
+    (dict(rope_residual=True), 'rope_residual=True needs rope=True'),
+    (dict(out_indices=(5,)), 'out_indices entries'),
+    (dict(frozen_stages=3), 'frozen_stages'),
+    (dict(patch_size=8, stride=16), 'would skip pixels'),
+    (dict(conv_type='dwconv'), "unknown conv_type 'dwconv'"),
+    (dict(mixer_cfg=dict(discretization='foh')), 'set it once'),
+    (dict(drop_path_rate=1.0), 'drop_path_rate'),
+])
+def test_bad_options_are_named(kwargs, match):
+    args = {'arch': 'test', **SMALL, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        Vim(**args)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match='batch, channels, height, width'):
+        Vim('test', **SMALL)(torch.randn(3, 32, 32))
+
+
+def test_bf16_autocast_forward():
+    model = Vim('test', out_type='featmap', **SMALL)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(torch.randn(1, 3, 32, 32))[0]
+    assert torch.isfinite(out.float()).all()
