@@ -150,12 +150,14 @@ def test_infer_arch(source):
 
 def test_image_classifier_head(source, image):
     pytest.importorskip('mmpretrain')
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    classifier = MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='mmssm.Vim', **SMALL),
-        head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=32)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # other tests may have set another scope
+        classifier = MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='mmssm.Vim', **SMALL),
+            head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=32)))
     checkpoint = original_checkpoint(source)
     result = classifier.load_state_dict(convert_vim_checkpoint(checkpoint), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
