@@ -1,0 +1,146 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh end to end on CPU, with a tiny copy of the real Vim-T
+classification config: resume continues a run exactly, checkpoints load with weights_only=True, two processes
+with half the batch each train the same model as one, and bad data paths / config keys stop with a message."""
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(ROOT, 'tests', 'data', 'configs', 'tiny_cls_train.py')
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+
+pytest.importorskip('mmpretrain')
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tiny_cls')
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(['red', 'green', 'blue']):
+        folder = root / 'train' / name
+        folder.mkdir(parents=True)
+        for i in range(4):
+            image = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
+            image[8:24, 8:24, label] = 230
+            Image.fromarray(image).save(folder / f'{i}.png')
+    return str(root)
+
+
+def run(args, **kwargs):
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=600, **kwargs)
+    return result
+
+
+def train(work_dir, data_root, *extra):
+    result = run(['tools/train.py', CONFIG, '--work-dir', str(work_dir), '--cfg-options',
+                  f'train_dataloader.dataset.data_root={data_root}',
+                  f'test_dataloader.dataset.data_root={data_root}', *extra])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def losses(work_dir):
+    found = {}
+    for path in sorted(glob_scalars(work_dir)):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'loss' in record:
+                    found[record['iter']] = record['loss']
+    return found
+
+
+def glob_scalars(work_dir):
+    for dirpath, _, files in os.walk(work_dir):
+        for name in files:
+            if name == 'scalars.json':
+                yield osp.join(dirpath, name)
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory, data_root):
+    work_dir = tmp_path_factory.mktemp('full')
+    train(work_dir, data_root)
+    return work_dir
+
+
+def test_resume_continues_to_the_same_losses(full_run, data_root, tmp_path):
+    reference = losses(full_run)
+    assert sorted(reference) == list(range(1, 13))  # 4 epochs x 3 iterations
+    # a run "killed" after epoch 2: its work dir holds what it had written by then
+    shutil.copy(osp.join(full_run, 'epoch_2.pth'), tmp_path / 'epoch_2.pth')
+    with open(tmp_path / 'last_checkpoint', 'w') as f:
+        f.write(str(tmp_path / 'epoch_2.pth'))
+    result = train(tmp_path, data_root, '--resume')
+    assert 'resumed' in (result.stdout + result.stderr).lower() or 'resume' in (result.stdout + result.stderr)
+    resumed = losses(tmp_path)
+    assert sorted(resumed) == list(range(7, 13))
+    for step in resumed:
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-5, abs=1e-6), step
+
+
+def test_checkpoints_load_with_weights_only(full_run):
+    checkpoint = torch.load(osp.join(full_run, 'epoch_4.pth'), map_location='cpu', weights_only=True)
+    assert {'state_dict', 'optimizer', 'message_hub', 'meta'} <= set(checkpoint)
+    assert checkpoint['meta']['epoch'] == 4
+
+
+def test_test_tool_evaluates_the_checkpoint(full_run, data_root, tmp_path):
+    result = run(['tools/test.py', CONFIG, osp.join(full_run, 'epoch_4.pth'), '--work-dir', str(tmp_path),
+                  '--cfg-options', f'test_dataloader.dataset.data_root={data_root}',
+                  f'train_dataloader.dataset.data_root={data_root}'])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'accuracy/top1' in result.stdout + result.stderr
+
+
+def test_two_processes_train_the_same_model_as_one(data_root, tmp_path):
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    options = [f'train_dataloader.dataset.data_root={data_root}', 'train_cfg.max_epochs=2']
+    train(one, data_root, *options[1:])
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(two), '--cfg-options', *options,
+         'train_dataloader.batch_size=2', f'test_dataloader.dataset.data_root={data_root}'],
+        cwd=ROOT, env=dict(ENV, PYTHON=sys.executable, PORT='29517'), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    single = torch.load(one / 'epoch_2.pth', map_location='cpu', weights_only=True)['state_dict']
+    double = torch.load(two / 'epoch_2.pth', map_location='cpu', weights_only=True)['state_dict']
+    assert single.keys() == double.keys()
+    moved = 0
+    for key in single:
+        # 6 AdamW steps on the same global batches: equal up to float32 summation order
+        torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+        moved += 1
+    assert moved > 10
+
+
+def test_missing_data_stops_at_once(tmp_path):
+    result = run(['tools/train.py', osp.join('configs', 'seg', 'upernet_vim_bilinear_ade20k.py'), '--work-dir',
+                  str(tmp_path), '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path}/nowhere'])
+    assert result.returncode != 0
+    assert f'{tmp_path}/nowhere' in result.stderr and 'make demo' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    result = run(['tools/train.py', osp.join('configs', 'seg', 'upernet_vim_bilinear_ade20k.py'), '--work-dir',
+                  str(tmp_path), '--cfg-options', 'model.backbone.discretisation=rk4'])
+    assert result.returncode != 0
+    assert "no key 'model.backbone.discretisation'" in result.stderr
+    assert "'model.backbone.discretization'" in result.stderr
+
+
+def test_amp_without_gpu_is_refused(tmp_path, data_root):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a GPU')
+    result = run(['tools/train.py', CONFIG, '--amp', '--work-dir', str(tmp_path), '--cfg-options',
+                  f'train_dataloader.dataset.data_root={data_root}'])
+    assert result.returncode != 0 and '--amp needs a CUDA GPU' in result.stderr

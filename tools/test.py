@@ -1,0 +1,82 @@
+"""Evaluate a checkpoint with an mmssm config (classification, segmentation or detection).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options ...] [--launcher ...]
+
+``--show-dir`` writes pictures of the predictions (next to the ground truth for segmentation and detection)
+through MMEngine's visualizer.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmssm  # noqa: E402,F401
+import mmssm.engine  # noqa: E402,F401
+import mmssm.models  # noqa: E402,F401
+from mmssm.utils.launch import check_cfg_options, check_dataset, setup_cpu_distributed, task_of  # noqa: E402
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--work-dir')
+    parser.add_argument('--show-dir', help='write visualizations of the predictions here (inside the work dir)')
+    parser.add_argument('--no-data-check', action='store_true')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg, show_dir):
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError('--show-dir: this config has no default_hooks.visualization to draw with.')
+    if 'draw' in hook or hook.type in ('SegVisualizationHook', 'DetVisualizationHook'):
+        hook.draw = True  # mmseg / mmdet: prediction next to ground truth
+        hook.test_out_dir = show_dir
+        hook.interval = 1
+    else:  # mmpretrain's VisualizationHook
+        hook.enable = True
+        hook.out_dir = show_dir
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.config import Config
+    try:
+        if not osp.isfile(args.checkpoint):
+            raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist.')
+        cfg = Config.fromfile(args.config)
+        check_cfg_options(cfg, args.cfg_options)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        task = task_of(cfg)
+        if not args.no_data_check:
+            check_dataset(cfg, 'test')
+        cfg.launcher = args.launcher
+        cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+            './work_dirs', osp.splitext(osp.basename(args.config))[0])
+        cfg.load_from = args.checkpoint
+        if args.show_dir:
+            enable_visualization(cfg, args.show_dir)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f'error: {error}')
+    setup_cpu_distributed(cfg, args.launcher)
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)
+    runner.logger.info(f'mmssm: {task} evaluation of {args.checkpoint}')
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
