@@ -2,7 +2,9 @@
 
     python benchmarks/scan_cpu.py [--shape 8 384 197 16] [--repeats 5] [--json out.json]
 
-Prints a markdown table (median of --repeats runs after one warm-up) and writes JSON when asked.
+Prints a markdown table (median of --repeats runs after one warm-up) and writes JSON when asked. The warm-up
+includes torch.compile of the fused kernels of the methods other than zoh (a few seconds each, cached on disk by
+torch's inductor afterwards); MMSSM_SCAN_COMPILE=0 in the environment times the eager kernels instead.
 """
 import argparse
 import json
@@ -40,7 +42,9 @@ def forward_backward(inputs, method):
 
 
 def median_ms(function, repeats):
-    function()  # warm-up
+    if repeats < 1:
+        return float('nan')
+    function()  # warm-up (and, for the methods other than zoh, torch.compile of their kernels on first use)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -53,7 +57,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--shape', type=int, nargs=4, default=[8, 384, 197, 16], metavar=('B', 'D', 'L', 'N'))
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--naive-repeats', type=int, default=1)
+    parser.add_argument('--naive-repeats', type=int, default=1, help='0 skips the naive loop')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument('--json', help='write the results here')
     args = parser.parse_args()

@@ -42,62 +42,109 @@ def check_method(discretization: str) -> str:
     return discretization
 
 
+def _exp_and_phis(x: torch.Tensor, count: int) -> tuple:
+    """exp(x) and [phi_1(x), ..., phi_count(x)], sharing the one exp between A_bar and the closed forms."""
+    small = x.abs() < _TAYLOR_CUTOFF
+    # Each branch is evaluated where the other one is used too, so it gets an argument that keeps it finite
+    # there (an inf/NaN in the unused branch of a where still poisons an autograd gradient). Clamping leaves
+    # x unchanged on |x| < 1, the only place the Taylor branch is used.
+    x_small = x.clamp(-_TAYLOR_CUTOFF, _TAYLOR_CUTOFF)
+    inverse_large = 1.0 / torch.where(small, torch.full_like(x, -2.0), x)
+    exp_x = torch.exp(x)
+    terms = _TAYLOR_TERMS.get(x.dtype, 11)
+    taylor = x_small * (1.0 / math.factorial(terms - 1 + count)) + 1.0 / math.factorial(terms - 2 + count)
+    for j in range(terms - 3, -1, -1):  # Horner, one multiply-add per term
+        taylor = taylor * x_small + 1.0 / math.factorial(j + count)
+    taylor_phis = [taylor]
+    for k in range(count - 1, 0, -1):  # phi_k = x phi_{k+1} + 1/k!, downwards
+        taylor_phis.insert(0, taylor_phis[0] * x_small + 1.0 / math.factorial(k))
+    result = []
+    # phi_{k+1} = (phi_k - 1/k!) / x, upwards from phi_0 = exp(x); where |x| < 1 the value is finite and unused
+    closed = exp_x
+    for k in range(count):
+        closed = (closed - 1.0 / math.factorial(k)) * inverse_large
+        result.append(torch.where(small, taylor_phis[k], closed))
+    return exp_x, result
+
+
 def phi_functions(x: torch.Tensor, count: int) -> list:
     """[phi_1(x), ..., phi_count(x)] with phi_k(x) = sum_j x^j / (j + k)!, so that
     int_0^1 exp(x (1 - r)) r^(k-1) dr = (k-1)! phi_k(x)."""
-    small = x.abs() < _TAYLOR_CUTOFF
-    # Each branch is evaluated where the other one is used too, so it gets an argument that keeps it finite
-    # there (an inf/NaN in the unused branch of a where still poisons the gradient).
-    x_large = torch.where(small, torch.full_like(x, -2.0), x)
-    x_small = torch.where(small, x, torch.zeros_like(x))
-    terms = _TAYLOR_TERMS.get(x.dtype, 11)
-    taylor = torch.full_like(x, 1.0 / math.factorial(terms - 1 + count))
-    for j in range(terms - 2, -1, -1):  # Horner, one fused multiply-add per term
-        taylor = torch.addcmul(x.new_tensor(1.0 / math.factorial(j + count)), taylor, x_small)
-    taylor_phis = [taylor]
-    for k in range(count - 1, 0, -1):
-        taylor_phis.insert(0, torch.addcmul(x.new_tensor(1.0 / math.factorial(k)), taylor_phis[0], x_small))
-    result = []
-    closed = torch.exp(x_large)  # phi_0
-    for k in range(count):
-        closed = (closed - 1.0 / math.factorial(k)) / x_large
-        result.append(torch.where(small, taylor_phis[k], closed))
-    return result
+    return _exp_and_phis(x, count)[1]
 
 
-def discretize(discretization: str, x: torch.Tensor) -> tuple:
+# The interpolating methods' weights as combinations of the moments mu_k: W_j = sum_k _MOMENT_WEIGHTS[j][k] mu_k.
+# mu_k = int_0^1 exp(x (1 - r)) r^k dr = k! phi_{k+1}(x); r = 0 is sample t-1 and r = 1 is sample t.
+_MOMENT_WEIGHTS = {
+    # line through v_{t-1} (r = 0) and v_t (r = 1)
+    'foh': ((0.0, 1.0), (1.0, -1.0)),
+    # quadratic through r = -1, 0, 1
+    'poly': ((0.0, 0.5, 0.5), (1.0, 0.0, -1.0), (0.0, -0.5, 0.5)),
+    # cubic through r = -2, -1, 0, 1
+    'highorder': ((0.0, 1.0 / 3.0, 0.5, 1.0 / 6.0), (1.0, 0.5, -1.0, -0.5), (0.0, -1.0, 0.5, 0.5),
+                  (0.0, 1.0 / 6.0, 0.0, -1.0 / 6.0)),
+}
+
+
+def _combine(coefficients, terms):
+    """sum_k coefficients[k] * terms[k], skipping zero coefficients."""
+    total = None
+    for coefficient, term in zip(coefficients, terms):
+        if coefficient == 0.0:
+            continue
+        part = term if coefficient == 1.0 else term * coefficient
+        total = part if total is None else total + part
+    return total
+
+
+def _rk4_polynomials(x):
+    """RK4's A_bar, the weight of v_mid and the weight of v_{t-1}, and their derivatives in x."""
+    a_bar = 1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0))))
+    a_bar_prime = 1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0)))
+    mid = (4.0 + x * (2.0 + x * 0.5)) * (1.0 / 6.0)  # weight of v_mid
+    mid_prime = (2.0 + x) * (1.0 / 6.0)
+    start = (1.0 + x * (1.0 + x * (0.5 + x * 0.25))) * (1.0 / 6.0)  # weight of v_{t-1}
+    start_prime = (1.0 + x * (1.0 + x * 0.75)) * (1.0 / 6.0)
+    return a_bar, a_bar_prime, mid, mid_prime, start, start_prime
+
+
+def discretize(discretization: str, x: torch.Tensor, derivatives: bool = False) -> tuple:
     """A_bar(x) and the input weights [W_0(x), W_1(x), ...] of ``discretization`` (see the module docstring).
 
-    A weight may be a Python float where it does not depend on x.
+    A weight may be a Python float where it does not depend on x. With ``derivatives``, returns
+    (A_bar, dA_bar/dx, weights, [dW_0/dx, ...]) instead, for the hand-written backward of the scan.
     """
     if discretization == 'zoh':
         # Mamba's: A_bar = exp(delta a), B_bar = delta B (the input integral to first order).
-        return torch.exp(x), [1.0]
+        a_bar = torch.exp(x)
+        return (a_bar, a_bar, [1.0], [0.0]) if derivatives else (a_bar, [1.0])
     if discretization == 'bilinear':
         # Trapezoidal rule on h' = a h + v: (1 - x/2) h_t = (1 + x/2) h_{t-1} + delta (v_{t-1} + v_t) / 2.
         inverse = 1.0 / (2.0 - x)
-        return (2.0 + x) * inverse, [inverse, inverse]
+        a_bar = (2.0 + x) * inverse
+        if not derivatives:
+            return a_bar, [inverse, inverse]
+        inverse_prime = inverse * inverse
+        return a_bar, 4.0 * inverse_prime, [inverse, inverse], [inverse_prime, inverse_prime]
     if discretization == 'rk4':
         # Classical RK4 on h' = a h + v(t), with v at the half step from the cubic through v_{t-3..t}:
         # v_mid = (5 v_t + 15 v_{t-1} - 5 v_{t-2} + v_{t-3}) / 16.
-        x2 = x * x
-        a_bar = 1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x / 24.0)))
-        mid = (4.0 + 2.0 * x + 0.5 * x2) / 6.0  # weight of v_mid
-        start = (1.0 + x + 0.5 * x2 + 0.25 * x2 * x) / 6.0  # weight of v_{t-1}
-        return a_bar, [1.0 / 6.0 + mid * (5.0 / 16.0), start + mid * (15.0 / 16.0), mid * (-5.0 / 16.0),
-                       mid * (1.0 / 16.0)]
+        a_bar, a_bar_prime, mid, mid_prime, start, start_prime = _rk4_polynomials(x)
+        weights = [1.0 / 6.0 + mid * (5.0 / 16.0), start + mid * (15.0 / 16.0), mid * (-5.0 / 16.0),
+                   mid * (1.0 / 16.0)]
+        if not derivatives:
+            return a_bar, weights
+        return a_bar, a_bar_prime, weights, [mid_prime * (5.0 / 16.0), start_prime + mid_prime * (15.0 / 16.0),
+                                             mid_prime * (-5.0 / 16.0), mid_prime * (1.0 / 16.0)]
     # Exponential integrators: the input is the polynomial through the last samples, integrated exactly.
-    # mu_k = int_0^1 exp(x (1 - r)) r^k dr = k! phi_{k+1}(x); r = 0 is sample t-1 and r = 1 is sample t.
-    degree = NEIGHBOURS[check_method(discretization)]
-    phis = phi_functions(x, degree + 1)
-    mu = [math.factorial(k) * phis[k] for k in range(degree + 1)]
-    a_bar = torch.exp(x)
-    if discretization == 'foh':  # line through v_{t-1} (r = 0) and v_t (r = 1)
-        return a_bar, [mu[1], mu[0] - mu[1]]
-    if discretization == 'poly':  # quadratic through r = -1, 0, 1
-        return a_bar, [(mu[2] + mu[1]) * 0.5, mu[0] - mu[2], (mu[2] - mu[1]) * 0.5]
-    # highorder: cubic through r = -2, -1, 0, 1
-    return a_bar, [(mu[3] + 3.0 * mu[2] + 2.0 * mu[1]) / 6.0,
-                   (mu[3] + 2.0 * mu[2] - mu[1] - 2.0 * mu[0]) * -0.5,
-                   (mu[3] + mu[2] - 2.0 * mu[1]) * 0.5,
-                   (mu[3] - mu[1]) / -6.0]
+    coefficients = _MOMENT_WEIGHTS[check_method(discretization)]
+    degree = len(coefficients) - 1
+    # d mu_k / dx = int_0^1 (1 - r) exp(x (1 - r)) r^k dr = mu_k - mu_{k+1}: one more moment gives the derivatives
+    count = degree + 2 if derivatives else degree + 1
+    a_bar, phis = _exp_and_phis(x, count)
+    mu = [phis[k] * float(math.factorial(k)) if k > 1 else phis[k] for k in range(count)]
+    weights = [_combine(row, mu) for row in coefficients]
+    if not derivatives:
+        return a_bar, weights
+    mu_prime = [mu[k] - mu[k + 1] for k in range(degree + 1)]
+    return a_bar, a_bar, weights, [_combine(row, mu_prime) for row in coefficients]

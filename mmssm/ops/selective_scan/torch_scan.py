@@ -1,11 +1,19 @@
 """The pure-torch selective scan: the CPU default, and correct on any device.
 
 The sequence is processed in chunks along L. Forward keeps, besides the inputs, only the state at the start of
-each chunk; backward walks the chunks in reverse, recomputes a chunk's discretization (under autograd, so the
-math of every method lives once, in discretize.py) and its states from the saved start state, runs the
-reverse-time adjoint recurrence, and lets autograd carry the adjoints back to delta, A, B and u. So at most a
-few (chunk, batch, dim, N) intermediates exist at a time, never (L, batch, dim, N) ones.
+each chunk; backward walks the chunks in reverse, recomputes a chunk's discretization and its states from the
+saved start state, runs the reverse-time adjoint recurrence and carries the adjoints back to delta, A, B and u.
+So at most a few (chunk, batch, dim, N) intermediates exist at a time, never (L, batch, dim, N) ones.
+
+zoh recomputes its chunk under autograd (its formula is Mamba's, two operations). The other methods use
+hand-written derivatives of their weights (discretize(..., derivatives=True)), and on the CPU their two
+elementwise kernels, the forward one and the gradient one, are fused by torch.compile when a chunk is large
+enough to gain from it; without a working compiler they run eagerly (see _call_kernel).
 """
+import os
+import types
+import warnings
+
 import torch
 
 from .discretize import NEIGHBOURS, discretize
@@ -44,6 +52,105 @@ def _discretized_chunk(discretization, u_halo, delta_chunk, A, B_halo, groups):
     return a_bar, input_term
 
 
+def _input_kernel(discretization, u_halo, delta, A, B_halo):
+    """A_bar and the input term delta_t * sum_j W_j v_{t-j} of one chunk of a method other than zoh.
+
+    u_halo: (T + k, batch, groups, per_group) and B_halo: (T + k, batch, groups, N) hold the chunk and the k
+    samples before it; delta: (T, batch, groups, per_group); A: (groups, per_group, N). Returns two
+    (T, batch, groups, per_group, N) tensors.
+    """
+    length = delta.shape[0]
+    k = u_halo.shape[0] - length
+    a_bar, weights = discretize(discretization, delta.unsqueeze(-1) * A)
+    input_term = None
+    for j, weight in enumerate(weights):
+        # W_j * (delta_t u_{t-j}) outer B_{t-j}
+        term = (delta * u_halo[k - j:k - j + length]).unsqueeze(-1) * B_halo[k - j:k - j + length].unsqueeze(-2)
+        term = term * weight
+        input_term = term if input_term is None else input_term + term
+    return a_bar, input_term
+
+
+def _gradient_kernel(discretization, u_halo, delta, A, B_halo, adjoint, states, h0):
+    """The elementwise part of one chunk's backward for a method other than zoh.
+
+    adjoint is dL/dh_t, states the h_t of the chunk and h0 the state before it. With x = delta A, the input term
+    S_t = delta_t U_t, U_t = sum_j W_j(x) v_{t-j}, v_{t-j} = u_{t-j} B_{t-j}, and E = dL/dx
+    = adjoint * (A_bar'(x) h_{t-1} + delta_t sum_j W_j'(x) v_{t-j}), returns
+
+    - sum over time and batch of E * delta: the chunk's gradient of A, (groups, per_group, N);
+    - sum_n E * A: the part of the gradient of delta that comes through x;
+    - per tap j, sum_d delta_t u_{t-j} adjoint W_j: the gradient of B_{t-j} (T, batch, groups, N);
+    - per tap j, q_j = sum_n adjoint W_j B_{t-j}: dL/du_{t-j} = delta_t q_j, and sum_j u_{t-j} q_j is the rest of
+      the gradient of delta.
+
+    Everything is reduced inside the kernel, so that no (T, batch, dim, N) tensor but the inputs is written.
+    """
+    length = delta.shape[0]
+    k = u_halo.shape[0] - length
+    a_bar, a_bar_prime, weights, weight_primes = discretize(discretization, delta.unsqueeze(-1) * A,
+                                                            derivatives=True)
+    previous = torch.cat([h0.unsqueeze(0), states[:-1]])
+    slope = None
+    taps_grad_B, taps_sum = [], []
+    for j, (weight, weight_prime) in enumerate(zip(weights, weight_primes)):
+        B_j = B_halo[k - j:k - j + length].unsqueeze(-2)
+        forcing = u_halo[k - j:k - j + length].unsqueeze(-1) * B_j
+        term = forcing * weight_prime
+        slope = term if slope is None else slope + term
+        q_tap = adjoint * weight
+        taps_sum.append((q_tap * B_j).sum(-1))
+        # sum over the channels of a group of delta_t u_{t-j} adjoint W_j: dL/dB_{t-j}
+        taps_grad_B.append((q_tap * (delta * u_halo[k - j:k - j + length]).unsqueeze(-1)).sum(-2))
+    grad_x = adjoint * (previous * a_bar_prime + delta.unsqueeze(-1) * slope)
+    return (grad_x * delta.unsqueeze(-1)).sum((0, 1)), (grad_x * A).sum(-1), taps_grad_B, taps_sum
+
+
+# torch.compile of the two kernels above, on the CPU: fused, they cost little more than zoh's exp. Chunks with
+# fewer elements than this stay eager (the kernels are cheap there, and the test suite does not pay for
+# compiling). MMSSM_SCAN_COMPILE=0 turns compiling off, =1 compiles at every size.
+COMPILE_MIN_ELEMENTS = 1 << 16
+_COMPILED = {}
+_COMPILE_FAILED = []
+
+
+def _compile_wanted(tensor, elements):
+    setting = os.environ.get('MMSSM_SCAN_COMPILE', 'auto')
+    if setting == '0' or _COMPILE_FAILED or tensor.device.type != 'cpu':
+        return False
+    if setting != '1' and elements < COMPILE_MIN_ELEMENTS:
+        return False
+    compiler = getattr(torch, 'compiler', None)
+    return not (compiler is not None and compiler.is_compiling())  # inside a user's torch.compile: inline
+
+
+def _compiled_kernel(kernel, discretization, dtype):
+    """torch.compile of kernel for one method and dtype. Each gets a copy of the function with its own code
+    object, so that dynamo's per-code-object recompile limit counts only the shapes of that one."""
+    key = (kernel.__name__, discretization, dtype)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        copy = types.FunctionType(kernel.__code__.replace(), kernel.__globals__, kernel.__name__)
+        compiled = _COMPILED[key] = torch.compile(copy, dynamic=True, fullgraph=True)
+    return compiled
+
+
+def _call_kernel(kernel, discretization, *tensors, elements):
+    """kernel(discretization, *tensors), through torch.compile where wanted; eager if compiling fails."""
+    if _compile_wanted(tensors[0], elements):
+        try:
+            return _compiled_kernel(kernel, discretization, tensors[0].dtype)(discretization, *tensors)
+        except Exception as error:  # no C++ compiler, unsupported Python, ...: the eager kernel is the same math
+            if 'RecompileLimit' in type(error).__name__:  # this method and dtype met too many shapes: eager for it
+                return kernel(discretization, *tensors)
+            _COMPILE_FAILED.append(error)
+            message = str(error).splitlines()[0] if str(error) else ''
+            warnings.warn(f'mmssm selective scan: torch.compile failed ({type(error).__name__}: {message}); '
+                          'running its kernels eagerly from now on (correct, slower). Set MMSSM_SCAN_COMPILE=0 '
+                          'to skip the attempt.', RuntimeWarning, stacklevel=3)
+    return kernel(discretization, *tensors)
+
+
 def _scan_inplace(a_bar, states, h0):
     """states[t] <- a_bar[t] * states[t-1] + states[t] along dim 0, states[-1] being h0. Returns states."""
     previous = h0
@@ -79,10 +186,17 @@ class SelectiveScanTorch(torch.autograd.Function):
         h = u.new_zeros(batch, groups, per_group, state)
         h_starts = []
         y = u.new_empty(length, batch, dim)
+        A_grouped = A.view(groups, per_group, state)
         for start, end, index in _chunks(length, step, k, u.device):
             h_starts.append(h)
-            a_bar, states = _discretized_chunk(discretization, u.index_select(0, index), delta[start:end], A,
-                                               B.index_select(0, index), groups)
+            if discretization == 'zoh':
+                a_bar, states = _discretized_chunk(discretization, u.index_select(0, index), delta[start:end], A,
+                                                   B.index_select(0, index), groups)
+            else:
+                a_bar, states = _call_kernel(
+                    _input_kernel, discretization, u.index_select(0, index).view(-1, batch, groups, per_group),
+                    delta[start:end].view(-1, batch, groups, per_group), A_grouped, B.index_select(0, index),
+                    elements=(end - start) * batch * dim * state)
             _scan_inplace(a_bar, states, h)
             y[start:end] = torch.matmul(states, C[start:end].unsqueeze(-1)).view(end - start, batch, dim)
             h = states[-1].clone()
@@ -107,34 +221,85 @@ class SelectiveScanTorch(torch.autograd.Function):
         chunks = _chunks(length, step, k, u.device)
         for chunk in range(len(chunks) - 1, -1, -1):
             start, end, index = chunks[chunk]
-            with torch.enable_grad():
-                u_halo = u.index_select(0, index).requires_grad_()
-                B_halo = B.index_select(0, index).requires_grad_()
-                delta_chunk = delta[start:end].detach().requires_grad_()
-                A_leaf = A.detach().requires_grad_()
-                a_bar, input_term = _discretized_chunk(discretization, u_halo, delta_chunk, A_leaf, B_halo, groups)
-            with torch.no_grad():
-                a_bar_value = a_bar.detach()
-                h0 = h_starts[chunk]
-                states = _scan_inplace(a_bar_value, input_term.detach().clone(), h0)
-                grad_y_chunk = grad_y[start:end]
-                # dL/dh_t = C_t dy_t + A_bar_{t+1} dL/dh_{t+1}, run backwards in time
-                adjoint = grad_y_chunk * C[start:end].unsqueeze(-2)
-                adjoint[-1].add_(carry)
-                for t in range(end - start - 2, -1, -1):
-                    adjoint[t].addcmul_(a_bar_value[t + 1], adjoint[t + 1])
-                carry = a_bar_value[0] * adjoint[0]
-                previous_states = torch.cat([h0.unsqueeze(0), states[:-1]])
-                grad_a_bar = adjoint * previous_states
-                grad_C[start:end] = torch.matmul(states.transpose(-1, -2), grad_y_chunk).squeeze(-1)
-            grads = torch.autograd.grad((a_bar, input_term), (u_halo, delta_chunk, A_leaf, B_halo),
-                                        (grad_a_bar, adjoint), allow_unused=True)
-            if grads[0] is not None:
-                grad_u.index_add_(0, index, grads[0])
-            if grads[1] is not None:
-                grad_delta[start:end] += grads[1]
-            if grads[2] is not None:
-                grad_A += grads[2]
-            if grads[3] is not None:
-                grad_B.index_add_(0, index, grads[3])
+            h0 = h_starts[chunk]
+            if discretization == 'zoh':
+                carry = _zoh_chunk_backward(u, delta, A, B, C, grad_y, carry, h0, start, end, index, groups,
+                                            grad_u, grad_delta, grad_A, grad_B, grad_C)
+            else:
+                carry = _chunk_backward(discretization, u, delta, A, B, C, grad_y, carry, h0, start, end, index,
+                                        groups, grad_u, grad_delta, grad_A, grad_B, grad_C)
         return grad_u, grad_delta, grad_A, grad_B, grad_C, None, None
+
+
+def _adjoint(a_bar, states, grad_y_chunk, C_chunk, carry):
+    """dL/dh_t = C_t dy_t + A_bar_{t+1} dL/dh_{t+1}, run backwards in time; also the carry into the chunk before
+    and the chunk's gradient of C."""
+    adjoint = grad_y_chunk * C_chunk.unsqueeze(-2)
+    adjoint[-1].add_(carry)
+    for t in range(adjoint.shape[0] - 2, -1, -1):
+        adjoint[t].addcmul_(a_bar[t + 1], adjoint[t + 1])
+    grad_C = torch.matmul(states.transpose(-1, -2), grad_y_chunk).squeeze(-1)
+    return adjoint, a_bar[0] * adjoint[0], grad_C
+
+
+def _zoh_chunk_backward(u, delta, A, B, C, grad_y, carry, h0, start, end, index, groups,
+                        grad_u, grad_delta, grad_A, grad_B, grad_C):
+    """One chunk of zoh's backward: its two operations recomputed under autograd."""
+    with torch.enable_grad():
+        u_halo = u.index_select(0, index).requires_grad_()
+        B_halo = B.index_select(0, index).requires_grad_()
+        delta_chunk = delta[start:end].detach().requires_grad_()
+        A_leaf = A.detach().requires_grad_()
+        a_bar, input_term = _discretized_chunk('zoh', u_halo, delta_chunk, A_leaf, B_halo, groups)
+    with torch.no_grad():
+        a_bar_value = a_bar.detach()
+        states = _scan_inplace(a_bar_value, input_term.detach().clone(), h0)
+        adjoint, carry, grad_C[start:end] = _adjoint(a_bar_value, states, grad_y[start:end], C[start:end], carry)
+        previous_states = torch.cat([h0.unsqueeze(0), states[:-1]])
+        grad_a_bar = adjoint * previous_states
+    grads = torch.autograd.grad((a_bar, input_term), (u_halo, delta_chunk, A_leaf, B_halo),
+                                (grad_a_bar, adjoint), allow_unused=True)
+    if grads[0] is not None:
+        grad_u.index_add_(0, index, grads[0])
+    if grads[1] is not None:
+        grad_delta[start:end] += grads[1]
+    if grads[2] is not None:
+        grad_A += grads[2]
+    if grads[3] is not None:
+        grad_B.index_add_(0, index, grads[3])
+    return carry
+
+
+@torch.no_grad()
+def _chunk_backward(discretization, u, delta, A, B, C, grad_y, carry, h0, start, end, index, groups,
+                    grad_u, grad_delta, grad_A, grad_B, grad_C):
+    """One chunk of the backward of a method other than zoh, with the derivatives of discretize.py."""
+    length, (_, batch, dim), state = end - start, u.shape, A.shape[1]
+    per_group = dim // groups
+    k = index.shape[0] - length
+    u_halo = u.index_select(0, index).view(-1, batch, groups, per_group)
+    B_halo = B.index_select(0, index)
+    delta_chunk = delta[start:end].view(length, batch, groups, per_group)
+    A_grouped = A.view(groups, per_group, state)
+    elements = length * batch * dim * state
+    a_bar, states = _call_kernel(_input_kernel, discretization, u_halo, delta_chunk, A_grouped, B_halo,
+                                 elements=elements)
+    _scan_inplace(a_bar, states, h0)
+    adjoint, carry, grad_C[start:end] = _adjoint(a_bar, states, grad_y[start:end], C[start:end], carry)
+    chunk_grad_A, grad_delta_x, taps_grad_B, taps_sum = _call_kernel(
+        _gradient_kernel, discretization, u_halo, delta_chunk, A_grouped, B_halo, adjoint, states, h0,
+        elements=elements)
+    grad_A += chunk_grad_A.view(dim, state)
+    grad_delta_chunk = grad_delta_x
+    grad_u_halo = torch.zeros_like(u_halo)
+    grad_B_halo = torch.zeros_like(B_halo)
+    for j, (tap_grad_B, q_sum) in enumerate(zip(taps_grad_B, taps_sum)):
+        rows = slice(k - j, k - j + length)
+        grad_delta_chunk = grad_delta_chunk + u_halo[rows] * q_sum
+        grad_u_halo[rows] += delta_chunk * q_sum
+        # sum over the channels of a group of delta_t u_{t-j} Q_j
+        grad_B_halo[rows] += tap_grad_B
+    grad_delta[start:end] += grad_delta_chunk.view(length, batch, dim)
+    grad_u.index_add_(0, index, grad_u_halo.view(-1, batch, dim))
+    grad_B.index_add_(0, index, grad_B_halo)
+    return carry
