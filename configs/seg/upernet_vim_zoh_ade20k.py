@@ -37,8 +37,9 @@ model = dict(
         in_channels=embed_dims,
         scales=(4, 2, 1, 0.5),
         norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=[embed_dims] * 4, channels=512, num_classes=150, norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=embed_dims, num_classes=150, norm_cfg=norm_cfg),
+    # head widths of the Vim paper's segmentation model (Vim-Ti + UperNet, 13M parameters in all)
+    decode_head=dict(in_channels=[embed_dims] * 4, channels=embed_dims, num_classes=150, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=embed_dims, channels=embed_dims, num_classes=150, norm_cfg=norm_cfg),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)),
 )
 
