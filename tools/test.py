@@ -27,6 +27,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint')
     parser.add_argument('--work-dir')
     parser.add_argument('--show-dir', help='write visualizations of the predictions here (inside the work dir)')
+    parser.add_argument('--out-metrics', help='also write the metrics to this JSON file')
     parser.add_argument('--no-data-check', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -75,7 +76,12 @@ def main(argv=None):
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg)
     runner.logger.info(f'mmssm: {task} evaluation of {args.checkpoint}')
-    return runner.test()
+    metrics = runner.test()
+    if args.out_metrics:
+        import json
+        with open(args.out_metrics, 'w') as f:
+            json.dump({k: float(v) if hasattr(v, '__float__') else v for k, v in metrics.items()}, f, indent=1)
+    return metrics
 
 
 if __name__ == '__main__':

@@ -226,3 +226,22 @@ def test_bf16_autocast_forward():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = model(torch.randn(1, 3, 32, 32))[0]
     assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('method', ['zoh', 'bilinear', 'highorder'])
+def test_cuda_matches_cpu(method):
+    torch.manual_seed(0)
+    cpu = Vim('test', discretization=method, out_type='featmap', **SMALL)
+    cpu.init_weights()
+    gpu = Vim('test', discretization=method, out_type='featmap', **SMALL).cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    x = torch.randn(2, 3, 40, 32)
+    out_cpu, out_gpu = cpu(x)[0], gpu(x.cuda())[0]
+    torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-4, atol=1e-4)
+    out_cpu.square().mean().backward()
+    out_gpu.square().mean().backward()
+    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+        torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        assert torch.isfinite(gpu(x.cuda())[0].float()).all()
