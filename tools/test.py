@@ -39,13 +39,17 @@ def parse_args(argv=None):
 
 
 def enable_visualization(cfg, show_dir):
+    """Draw every test image: the prediction next to the ground truth (mmseg, mmdet) or the predicted class
+    (mmpretrain)."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ValueError('--show-dir: this config has no default_hooks.visualization to draw with.')
-    if 'draw' in hook or hook.type in ('SegVisualizationHook', 'DetVisualizationHook'):
-        hook.draw = True  # mmseg / mmdet: prediction next to ground truth
+    if hook.type == 'SegVisualizationHook':  # mmseg: draws through the visualizer's save_dir
+        hook.draw, hook.interval = True, 1
+        cfg.visualizer.save_dir = osp.join(cfg.work_dir, show_dir)
+    elif hook.type == 'DetVisualizationHook':  # mmdet: its own output folder (inside the run's log dir)
+        hook.draw, hook.interval = True, 1
         hook.test_out_dir = show_dir
-        hook.interval = 1
     else:  # mmpretrain's VisualizationHook
         hook.enable = True
         hook.out_dir = show_dir
