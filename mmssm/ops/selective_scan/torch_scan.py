@@ -6,9 +6,12 @@ saved start state, runs the reverse-time adjoint recurrence and carries the adjo
 So at most a few (chunk, batch, dim, N) intermediates exist at a time, never (L, batch, dim, N) ones.
 
 zoh recomputes its chunk under autograd (its formula is Mamba's, two operations). The other methods use
-hand-written derivatives of their weights (discretize(..., derivatives=True)), and on the CPU their two
-elementwise kernels, the forward one and the gradient one, are fused by torch.compile when a chunk is large
-enough to gain from it; without a working compiler they run eagerly (see _call_kernel).
+hand-written derivatives of their weights (discretize(..., derivatives=True)), and process a chunk in one
+function per direction: _forward_chunk_kernel (weights, input terms, states, y) and _backward_chunk_kernel
+(weights and their derivatives evaluated once, recomputed states, adjoint, every gradient). On the CPU each is
+one torch.compile'd call per chunk when the chunk is large enough to gain from it: the recurrences over the few
+steps of a chunk are unrolled, so that inductor fuses them with the elementwise work; without a working compiler
+the same functions run eagerly, the recurrences in place (see _call_kernel).
 """
 import os
 import types
@@ -59,19 +62,24 @@ def _input_kernel(discretization, u_halo, delta, A, B_halo):
     samples before it; delta: (T, batch, groups, per_group); A: (groups, per_group, N). Returns two
     (T, batch, groups, per_group, N) tensors.
     """
+    a_bar, weights = discretize(discretization, delta.unsqueeze(-1) * A)
+    return a_bar, _input_term(u_halo, delta, B_halo, weights)
+
+
+def _input_term(u_halo, delta, B_halo, weights):
+    """delta_t * sum_j W_j v_{t-j} of _input_kernel, from the weights."""
     length = delta.shape[0]
     k = u_halo.shape[0] - length
-    a_bar, weights = discretize(discretization, delta.unsqueeze(-1) * A)
     input_term = None
     for j, weight in enumerate(weights):
         # W_j * (delta_t u_{t-j}) outer B_{t-j}
         term = (delta * u_halo[k - j:k - j + length]).unsqueeze(-1) * B_halo[k - j:k - j + length].unsqueeze(-2)
         term = term * weight
         input_term = term if input_term is None else input_term + term
-    return a_bar, input_term
+    return input_term
 
 
-def _gradient_kernel(discretization, u_halo, delta, A, B_halo, adjoint, states, h0):
+def _gradient_kernel(u_halo, delta, A, B_halo, adjoint, states, h0, discretized):
     """The elementwise part of one chunk's backward for a method other than zoh.
 
     adjoint is dL/dh_t, states the h_t of the chunk and h0 the state before it. With x = delta A, the input term
@@ -84,12 +92,12 @@ def _gradient_kernel(discretization, u_halo, delta, A, B_halo, adjoint, states, 
     - per tap j, q_j = sum_n adjoint W_j B_{t-j}: dL/du_{t-j} = delta_t q_j, and sum_j u_{t-j} q_j is the rest of
       the gradient of delta.
 
-    Everything is reduced inside the kernel, so that no (T, batch, dim, N) tensor but the inputs is written.
+    discretized is discretize(method, delta A, derivatives=True). Everything is reduced here, so that (compiled
+    with the rest of _backward_chunk_kernel) no (T, batch, dim, N) tensor is returned.
     """
     length = delta.shape[0]
     k = u_halo.shape[0] - length
-    a_bar, a_bar_prime, weights, weight_primes = discretize(discretization, delta.unsqueeze(-1) * A,
-                                                            derivatives=True)
+    a_bar, a_bar_prime, weights, weight_primes = discretized
     previous = torch.cat([h0.unsqueeze(0), states[:-1]])
     slope = None
     taps_grad_B, taps_sum = [], []
@@ -106,7 +114,84 @@ def _gradient_kernel(discretization, u_halo, delta, A, B_halo, adjoint, states, 
     return (grad_x * delta.unsqueeze(-1)).sum((0, 1)), (grad_x * A).sum(-1), taps_grad_B, taps_sum
 
 
-# torch.compile of the two kernels above, on the CPU: fused, they cost little more than zoh's exp. Chunks with
+def _compiling():
+    compiler = getattr(torch, 'compiler', None)
+    return compiler is not None and compiler.is_compiling()
+
+
+def _scan(a_bar, input_term, h0):
+    """The states h_t = a_bar_t h_{t-1} + input_term_t of a chunk, h_{-1} = h0. Eagerly in place in input_term;
+    while compiling out of place, unrolled over the chunk, so that inductor fuses the steps into one loop."""
+    if not _compiling():
+        return _scan_inplace(a_bar, input_term, h0)
+    states, previous = [], h0
+    for t in range(input_term.shape[0]):
+        previous = input_term[t] + a_bar[t] * previous
+        states.append(previous)
+    return torch.stack(states)
+
+
+def _halo_sum(taps, k):
+    """sum_j taps[j] shifted to rows k - j .. k - j + T - 1 of a (T + k)-row tensor."""
+    if _compiling():
+        return sum(torch.nn.functional.pad(tap, (0, 0) * (tap.dim() - 1) + (k - j, j)) for j, tap in enumerate(taps))
+    length = taps[0].shape[0]
+    total = taps[0].new_zeros((length + k,) + taps[0].shape[1:])
+    for j, tap in enumerate(taps):
+        total[k - j:k - j + length] += tap
+    return total
+
+
+def _adjoint_recurrence(a_bar, grad_y, C, carry):
+    """dL/dh_t = C_t dy_t + A_bar_{t+1} dL/dh_{t+1} backwards over a chunk, and the carry A_bar_0 dL/dh_0 into the
+    chunk before; in place eagerly, unrolled while compiling (as _scan)."""
+    forcing = grad_y * C.unsqueeze(-2)
+    if not _compiling():
+        forcing[-1].add_(carry)
+        for t in range(forcing.shape[0] - 2, -1, -1):
+            forcing[t].addcmul_(a_bar[t + 1], forcing[t + 1])
+        return forcing, a_bar[0] * forcing[0]
+    adjoints = [forcing[-1] + carry]
+    for t in range(forcing.shape[0] - 2, -1, -1):
+        adjoints.insert(0, forcing[t] + a_bar[t + 1] * adjoints[0])
+    return torch.stack(adjoints), a_bar[0] * adjoints[0]
+
+
+def _forward_chunk_kernel(discretization, u_halo, delta, A, B_halo, C, h0):
+    """One chunk of the forward of a method other than zoh: y (T, batch, groups, per_group) and the last state.
+    C: (T, batch, groups, N); h0: the state before the chunk."""
+    a_bar, input_term = _input_kernel(discretization, u_halo, delta, A, B_halo)
+    states = _scan(a_bar, input_term, h0)
+    # the last state is copied, so that keeping it does not keep the chunk's states alive
+    if _compiling():  # a reduction that inductor fuses with the states'
+        return (states * C.unsqueeze(-2)).sum(-1), states[-1].clone()
+    return torch.matmul(states, C.unsqueeze(-1)).squeeze(-1), states[-1].clone()
+
+
+def _backward_chunk_kernel(discretization, u_halo, delta, A, B_halo, C, grad_y, h0, carry):
+    """One chunk of the backward of a method other than zoh, from the state h0 before it and the adjoint carry of
+    the state after it: recomputed states, the adjoint, and the gradients of the chunk's u and B halos, delta, A
+    and C, and the carry into the chunk before. Compiled, it is one fused call per chunk."""
+    length = delta.shape[0]
+    k = u_halo.shape[0] - length
+    # one evaluation of the weights and their derivatives serves the recomputed states and the gradients
+    discretized = discretize(discretization, delta.unsqueeze(-1) * A, derivatives=True)
+    a_bar, weights = discretized[0], discretized[2]
+    states = _scan(a_bar, _input_term(u_halo, delta, B_halo, weights), h0)
+    adjoint, carry = _adjoint_recurrence(a_bar, grad_y, C, carry)
+    if _compiling():
+        grad_C = (states * grad_y).sum(-2)
+    else:
+        grad_C = torch.matmul(states.transpose(-1, -2), grad_y).squeeze(-1)
+    grad_A, grad_delta, taps_grad_B, taps_sum = _gradient_kernel(u_halo, delta, A, B_halo, adjoint, states, h0,
+                                                                 discretized)
+    for j, q_sum in enumerate(taps_sum):
+        grad_delta = grad_delta + u_halo[k - j:k - j + length] * q_sum
+    grad_u_halo = _halo_sum([delta * q_sum for q_sum in taps_sum], k)
+    return grad_u_halo, grad_delta, grad_A, _halo_sum(taps_grad_B, k), grad_C, carry
+
+
+# torch.compile of the two chunk kernels above, on the CPU: fused, they cost little more than zoh's exp. Chunks with
 # fewer elements than this stay eager (the kernels are cheap there, and the test suite does not pay for
 # compiling). MMSSM_SCAN_COMPILE=0 turns compiling off, =1 compiles at every size.
 COMPILE_MIN_ELEMENTS = 1 << 16
@@ -192,14 +277,16 @@ class SelectiveScanTorch(torch.autograd.Function):
             if discretization == 'zoh':
                 a_bar, states = _discretized_chunk(discretization, u.index_select(0, index), delta[start:end], A,
                                                    B.index_select(0, index), groups)
+                _scan_inplace(a_bar, states, h)
+                y[start:end] = torch.matmul(states, C[start:end].unsqueeze(-1)).view(end - start, batch, dim)
+                h = states[-1].clone()
             else:
-                a_bar, states = _call_kernel(
-                    _input_kernel, discretization, u.index_select(0, index).view(-1, batch, groups, per_group),
+                y_chunk, h = _call_kernel(
+                    _forward_chunk_kernel, discretization,
+                    u.index_select(0, index).view(-1, batch, groups, per_group),
                     delta[start:end].view(-1, batch, groups, per_group), A_grouped, B.index_select(0, index),
-                    elements=(end - start) * batch * dim * state)
-            _scan_inplace(a_bar, states, h)
-            y[start:end] = torch.matmul(states, C[start:end].unsqueeze(-1)).view(end - start, batch, dim)
-            h = states[-1].clone()
+                    C[start:end], h, elements=(end - start) * batch * dim * state)
+                y[start:end] = y_chunk.view(end - start, batch, dim)
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(h_starts))
         ctx.discretization, ctx.step = discretization, step
         return y, h.view(batch, dim, state)
@@ -276,29 +363,12 @@ def _chunk_backward(discretization, u, delta, A, B, C, grad_y, carry, h0, start,
     """One chunk of the backward of a method other than zoh, with the derivatives of discretize.py."""
     length, (_, batch, dim), state = end - start, u.shape, A.shape[1]
     per_group = dim // groups
-    k = index.shape[0] - length
-    u_halo = u.index_select(0, index).view(-1, batch, groups, per_group)
-    B_halo = B.index_select(0, index)
-    delta_chunk = delta[start:end].view(length, batch, groups, per_group)
-    A_grouped = A.view(groups, per_group, state)
-    elements = length * batch * dim * state
-    a_bar, states = _call_kernel(_input_kernel, discretization, u_halo, delta_chunk, A_grouped, B_halo,
-                                 elements=elements)
-    _scan_inplace(a_bar, states, h0)
-    adjoint, carry, grad_C[start:end] = _adjoint(a_bar, states, grad_y[start:end], C[start:end], carry)
-    chunk_grad_A, grad_delta_x, taps_grad_B, taps_sum = _call_kernel(
-        _gradient_kernel, discretization, u_halo, delta_chunk, A_grouped, B_halo, adjoint, states, h0,
-        elements=elements)
+    grad_u_halo, grad_delta_chunk, chunk_grad_A, grad_B_halo, grad_C[start:end], carry = _call_kernel(
+        _backward_chunk_kernel, discretization, u.index_select(0, index).view(-1, batch, groups, per_group),
+        delta[start:end].view(length, batch, groups, per_group), A.view(groups, per_group, state),
+        B.index_select(0, index), C[start:end], grad_y[start:end], h0, carry,
+        elements=length * batch * dim * state)
     grad_A += chunk_grad_A.view(dim, state)
-    grad_delta_chunk = grad_delta_x
-    grad_u_halo = torch.zeros_like(u_halo)
-    grad_B_halo = torch.zeros_like(B_halo)
-    for j, (tap_grad_B, q_sum) in enumerate(zip(taps_grad_B, taps_sum)):
-        rows = slice(k - j, k - j + length)
-        grad_delta_chunk = grad_delta_chunk + u_halo[rows] * q_sum
-        grad_u_halo[rows] += delta_chunk * q_sum
-        # sum over the channels of a group of delta_t u_{t-j} Q_j
-        grad_B_halo[rows] += tap_grad_B
     grad_delta[start:end] += grad_delta_chunk.view(length, batch, dim)
     grad_u.index_add_(0, index, grad_u_halo.view(-1, batch, dim))
     grad_B.index_add_(0, index, grad_B_halo)
