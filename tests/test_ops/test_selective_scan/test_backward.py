@@ -45,6 +45,7 @@ def test_compiled_kernels_match_naive(method, monkeypatch):
     assert len(torch_scan._COMPILE_FAILED) == failures, torch_scan._COMPILE_FAILED[-1]
 
 
+@pytest.mark.skipif(DEVICE != 'cpu', reason='torch.compile is used on CPU tensors only')
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     monkeypatch.setenv('MMSSM_SCAN_COMPILE', '1')
     monkeypatch.setattr(torch_scan, '_COMPILED', {})
