@@ -17,7 +17,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmssm  # noqa: E402,F401
 import mmssm.engine  # noqa: E402,F401
 import mmssm.models  # noqa: E402,F401
-from mmssm.utils.launch import check_cfg_options, check_dataset, setup_cpu_distributed, task_of  # noqa: E402
+from mmssm.utils.launch import check_dataset, load_config, setup_cpu_distributed, task_of  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -57,14 +57,10 @@ def enable_visualization(cfg, show_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmengine.config import Config
     try:
         if not osp.isfile(args.checkpoint):
             raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist.')
-        cfg = Config.fromfile(args.config)
-        check_cfg_options(cfg, args.cfg_options)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
+        cfg = load_config(args.config, args.cfg_options)
         task = task_of(cfg)
         if not args.no_data_check:
             check_dataset(cfg, 'test')

@@ -17,9 +17,9 @@ import mmssm.engine  # noqa: E402,F401
 import mmssm.models  # noqa: E402,F401
 from mmssm.utils.launch import (  # noqa: E402
     add_weights_only_hook,
-    check_cfg_options,
     check_dataset,
     enable_amp,
+    load_config,
     setup_cpu_distributed,
     task_of,
 )
@@ -45,14 +45,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args):
-    from mmengine.config import Config
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file {args.config!r} does not exist; the configs are in configs/cls, '
-                                f'configs/seg and configs/det.')
-    cfg = Config.fromfile(args.config)
-    check_cfg_options(cfg, args.cfg_options)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])

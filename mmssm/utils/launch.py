@@ -44,6 +44,18 @@ def check_cfg_options(cfg: Config, options: dict | None) -> None:
                          f'file instead.')
 
 
+def load_config(path: str, options: dict | None = None) -> Config:
+    """The config at ``path`` with ``--cfg-options`` merged in (refused if a key names nothing in it)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} does not exist; the configs are in configs/cls, '
+                                f'configs/seg and configs/det.')
+    cfg = Config.fromfile(path)
+    check_cfg_options(cfg, options)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
 def _dataset_cfgs(dataset):
     if dataset is None:
         return []

@@ -67,21 +67,15 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
     from mmengine.analysis import parameter_count
-    from mmengine.config import Config
 
     from mmssm.utils.flops import build_model_from_cfg, default_shape, prepare_dummy_input
-    from mmssm.utils.launch import check_cfg_options
+    from mmssm.utils.launch import load_config
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         if device == 'cuda' and not torch.cuda.is_available():
             raise ValueError('--device cuda, but torch sees no CUDA device.')
-        if not osp.isfile(args.config):
-            raise FileNotFoundError(f'config file {args.config!r} does not exist.')
-        cfg = Config.fromfile(args.config)
-        check_cfg_options(cfg, args.cfg_options)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
+        cfg = load_config(args.config, args.cfg_options)
         progress('building model...')
         model, task = build_model_from_cfg(cfg, device)
     except (FileNotFoundError, ValueError) as error:

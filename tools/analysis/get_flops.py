@@ -53,7 +53,6 @@ def _giga(value):
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.analysis import parameter_count
-    from mmengine.config import Config
 
     from mmssm.utils.flops import (
         analyze_flops,
@@ -62,15 +61,10 @@ def main(argv=None):
         prepare_dummy_input,
         scan_flops,
     )
-    from mmssm.utils.launch import check_cfg_options
+    from mmssm.utils.launch import load_config
 
     try:
-        if not osp.isfile(args.config):
-            raise FileNotFoundError(f'config file {args.config!r} does not exist.')
-        cfg = Config.fromfile(args.config)
-        check_cfg_options(cfg, args.cfg_options)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
+        cfg = load_config(args.config, args.cfg_options)
         progress('building model...')
         model, task = build_model_from_cfg(cfg, args.device)
     except (FileNotFoundError, ValueError) as error:
