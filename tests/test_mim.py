@@ -7,10 +7,8 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'tests', 'data', 'configs', 'tiny_cls_train.py')
@@ -129,21 +127,6 @@ def test_mim_search_reads_the_model_index(tmp_path):
     for folder in TASK_FOLDERS:
         for model in metafile(folder)['Models']:
             assert model['Name'] in result.stdout, model['Name']
-
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    """An ImageNet-style folder dataset: 3 classes x 4 images of 32x32 (as in tests/test_tools/test_train.py)."""
-    root = tmp_path_factory.mktemp('tiny_cls')
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(['red', 'green', 'blue']):
-        folder = root / 'train' / name
-        folder.mkdir(parents=True)
-        for i in range(4):
-            image = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
-            image[8:24, 8:24, label] = 230
-            Image.fromarray(image).save(folder / f'{i}.png')
-    return str(root)
 
 
 @pytest.fixture(scope='module')

@@ -8,30 +8,14 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'tests', 'data', 'configs', 'tiny_cls_train.py')
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
 
 pytest.importorskip('mmpretrain')
-
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('tiny_cls')
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(['red', 'green', 'blue']):
-        folder = root / 'train' / name
-        folder.mkdir(parents=True)
-        for i in range(4):
-            image = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
-            image[8:24, 8:24, label] = 230
-            Image.fromarray(image).save(folder / f'{i}.png')
-    return str(root)
 
 
 def run(args, **kwargs):
