@@ -33,28 +33,31 @@ def _unpack(sdist_dir, pattern, build_dir):
     return osp.join(build_dir, root)
 
 
-def build(sdist_dir, build_dir, verbose=False):
-    """Compile both extensions; returns (selective_scan_cuda, causal_conv1d_cuda, seconds)."""
+def build(sdist_dir, build_dir, verbose=False, conv=True):
+    """Compile both extensions (or only the scan's without ``conv``); returns (selective_scan_cuda,
+    causal_conv1d_cuda or None, seconds)."""
     from torch.utils.cpp_extension import load
     os.makedirs(build_dir, exist_ok=True)
     os.environ.setdefault('TORCH_CUDA_ARCH_LIST', '9.0')
     os.environ.setdefault('MAX_JOBS', str(os.cpu_count() or 4))
     start = time.perf_counter()
     mamba_root = _unpack(sdist_dir, 'mamba_ssm-*.tar.gz', build_dir)
-    conv_root = _unpack(sdist_dir, 'causal_conv1d-*.tar.gz', build_dir)
+    conv_root = _unpack(sdist_dir, 'causal_conv1d-*.tar.gz', build_dir) if conv else None
     scan_dir = osp.join(mamba_root, 'csrc', 'selective_scan')
     scan_sources = [osp.join(scan_dir, 'selective_scan.cpp')] + sorted(glob.glob(osp.join(scan_dir, '*.cu')))
-    conv_dir = osp.join(conv_root, 'csrc')
-    conv_sources = [osp.join(conv_dir, 'causal_conv1d.cpp')] + sorted(glob.glob(osp.join(conv_dir, '*.cu')))
+    targets = [('selective_scan_cuda', scan_sources, scan_dir)]
+    if conv:
+        conv_dir = osp.join(conv_root, 'csrc')
+        conv_sources = [osp.join(conv_dir, 'causal_conv1d.cpp')] + sorted(glob.glob(osp.join(conv_dir, '*.cu')))
+        targets.append(('causal_conv1d_cuda', conv_sources, conv_dir))
     modules = []
-    for name, sources, include in (('selective_scan_cuda', scan_sources, scan_dir),
-                                   ('causal_conv1d_cuda', conv_sources, conv_dir)):
+    for name, sources, include in targets:
         target = osp.join(build_dir, name)
         os.makedirs(target, exist_ok=True)
         modules.append(load(name=name, sources=sources, extra_cflags=['-O3', '-std=c++17'],
                             extra_cuda_cflags=CUDA_FLAGS, extra_include_paths=[include], build_directory=target,
                             verbose=verbose))
-    return modules[0], modules[1], time.perf_counter() - start
+    return modules[0], modules[1] if conv else None, time.perf_counter() - start
 
 
 def patch_mixers(scan_cuda, conv_cuda):

@@ -15,28 +15,76 @@ BACKENDS = ('torch', 'triton', 'cuda')
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def available_backends(device: torch.device) -> list:
-    """The backends that can run on ``device``, fastest first."""
-    # The Triton and CUDA backends arrive with the compiled-scan work; until then the torch path serves all
-    # devices.
-    return ['torch']
+def _extension_available() -> bool:
+    try:
+        from . import cuda_scan
+    except ImportError:
+        return False
+    return cuda_scan.is_available()
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
+def available_backends(device) -> list:
+    """The backends that can run on ``device``, fastest first: on CUDA the compiled extension (when built), then
+    Triton, then torch; elsewhere torch."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return ['torch']
+    backends = []
+    if _extension_available():
+        backends.append('cuda')
+    from . import triton_scan
+    if triton_scan.is_available():
+        backends.append('triton')
+    return backends + ['torch']
+
+
+def _build_hint(backend: str) -> str:
+    if backend == 'cuda':
+        try:
+            from .cuda_scan import BUILD_HINT
+        except ImportError:
+            BUILD_HINT = 'MMSSM_BUILD_CUDA=1 pip install --no-build-isolation -e .'
+        return f'Build the extension ({BUILD_HINT}), or use backend="triton", "torch" or "auto".'
+    if backend == 'triton':
+        return ('The triton backend needs a CUDA device and the triton package (pip install triton; it comes with '
+                'CUDA builds of torch); use backend="torch" or "auto" elsewhere.')
+    return ''
+
+
+def _unsupported(backend: str, u, B, A):
+    """Why ``backend`` cannot compute this call (None if it can): the compiled backends keep float64 for the
+    torch path, and the CUDA kernels take B and C in u's dtype and at most 32 states."""
+    if backend == 'torch':
+        return None
+    if u.dtype == torch.float64:
+        return 'float64 inputs run on the torch backend only'
+    if backend == 'cuda':
+        from .cuda_scan import unsupported_reason
+        return unsupported_reason(u, B, A)
+    return None
+
+
+def _resolve_backend(backend: str, u, B, A) -> str:
+    device = u.device
     if backend == 'auto':
         backend = os.environ.get('MMSSM_SCAN_BACKEND', 'auto') or 'auto'
         source = 'MMSSM_SCAN_BACKEND'
     else:
         source = 'backend'
     if backend == 'auto':
-        return available_backends(device)[0]
+        for candidate in available_backends(device):
+            if _unsupported(candidate, u, B, A) is None:
+                return candidate
     if backend not in BACKENDS:
         raise ValueError(f"{source} must be 'auto' or one of {BACKENDS}, got {backend!r}.")
     if backend not in available_backends(device):
         raise RuntimeError(
-            f"{source}={backend!r} is not available for tensors on {device} in this build of mmssm "
-            f"(available: {available_backends(device)}). The '{backend}' backend is not implemented yet; "
-            "use backend='torch' or 'auto'.")
+            f"{source}={backend!r} is not available for tensors on {device} (available: "
+            f"{available_backends(device)}). {_build_hint(backend)}")
+    reason = _unsupported(backend, u, B, A)
+    if reason is not None:
+        raise ValueError(f"{source}={backend!r} cannot run this call: {reason}. Use backend='auto' to pick one "
+                         "that can.")
     return backend
 
 
@@ -116,6 +164,20 @@ def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, d
     return y.to(u.dtype).contiguous(), last_state
 
 
+def _compiled_arguments(u, delta, A, B, C, D, delta_bias):
+    """The contiguous per-direction tensors of the GPU backends; absent D and delta_bias become zeros."""
+    dim = u.shape[1]
+    B = B if B.dim() == 4 else B.unsqueeze(1)
+    C = C if C.dim() == 4 else C.unsqueeze(1)
+    zeros = None
+    if D is None or delta_bias is None:
+        zeros = u.new_zeros(dim, dtype=torch.float32)
+    D = zeros if D is None else D.float()
+    delta_bias = zeros if delta_bias is None else delta_bias.float()
+    return (u.contiguous(), delta.contiguous(), A.float().contiguous(), B.contiguous(), C.contiguous(),
+            D.contiguous(), delta_bias.contiguous())
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                    delta_bias: torch.Tensor | None = None, delta_softplus: bool = True,
@@ -166,9 +228,16 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """
     check_method(discretization)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    _resolve_backend(backend, u.device)  # only the torch backend exists so far
-    y, last_state = _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization,
-                                          reverse, chunk_size)
+    backend = _resolve_backend(backend, u, B, A)
+    if backend == 'torch':
+        y, last_state = _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization,
+                                              reverse, chunk_size)
+    else:
+        from .compiled import scan
+        arguments = [[t] for t in _compiled_arguments(u, delta, A, B, C, D, delta_bias)]
+        out, last = scan(backend, *arguments, [z.contiguous()] if z is not None else [], bool(delta_softplus),
+                         discretization, [bool(reverse)])
+        y, last_state = out[0], last[0]
     return (y, last_state) if return_last_state else y
 
 
@@ -201,6 +270,25 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     pairs = [_pair(name, value) for name, value in
              (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('delta_bias', delta_bias))]
     z_pair = _pair('z', z, allow_single=True)
+    check_method(discretization)
+    for direction in (0, 1):
+        args = [pair[direction] for pair in pairs]
+        _check_inputs(*args[:6], z_pair[direction], args[6])
+    if pairs[0][0].shape != pairs[0][1].shape or pairs[0][0].dtype != pairs[0][1].dtype:
+        raise ValueError(f'u of both directions must have one shape and dtype, got {tuple(pairs[0][0].shape)} '
+                         f'{pairs[0][0].dtype} and {tuple(pairs[0][1].shape)} {pairs[0][1].dtype}.')
+    chosen = [_resolve_backend(backend, pairs[0][d], pairs[3][d], pairs[2][d]) for d in (0, 1)]
+    same_layout = all(pair[0] is None or (pair[0].shape == pair[1].shape and pair[0].dtype == pair[1].dtype)
+                      for pair in pairs)
+    if chosen[0] != 'torch' and chosen[0] == chosen[1] and same_layout:
+        # both directions in one launch
+        from .compiled import scan
+        arguments = [_compiled_arguments(*[pair[d] for pair in pairs]) for d in (0, 1)]
+        lists = [[arguments[0][i], arguments[1][i]] for i in range(7)]
+        zs = [t.contiguous() for t in z_pair] if z_pair[0] is not None else []
+        out, last = scan(chosen[0], *lists, zs, bool(delta_softplus), discretization, [False, True])
+        outputs, lasts = (out[0], out[1]), (last[0], last[1])
+        return (outputs, lasts) if return_last_state else outputs
     results = []
     for direction in (0, 1):
         args = [pair[direction] for pair in pairs]

@@ -17,7 +17,6 @@ are moved into place with a cyclic gather: what wraps around belongs to the chun
 the next iteration), or, in the first chunk, to the first sample (the clamp of the forward). dB and dC are summed
 over the program's channels in registers and added atomically per chunk; dA, dD and d delta_bias per program.
 """
-import math
 import os
 
 import torch
@@ -33,7 +32,20 @@ from .discretize import METHODS, NEIGHBOURS
 # Steps per chunk of the backward (its tiles hold many intermediates) and of the forward (a multiple of it).
 BWD_BLOCK_L = 128
 FWD_BLOCK_L = 256
-TAYLOR_TERMS = 11  # as discretize.py for float32
+# The forward kernel: 'sequential' (a recurrence in time over BLOCK_D channels x N states, the default) or
+# 'chunked' (associative scans over (N, BLOCK_L) tiles of one channel).
+FORWARD_KERNEL = os.environ.get('MMSSM_TRITON_FORWARD', 'sequential')
+FWD_BLOCK_D = 32
+FWD_PROGRAMS = 2048
+FWD_WARPS = 4
+# The backward kernel: 'sequential' (recurrences in time, chunks of CHECKPOINT_L steps recomputed from the
+# forward's checkpoints, the default) or 'chunked' (associative scans over (N, BWD_BLOCK_L) tiles).
+BACKWARD_KERNEL = os.environ.get('MMSSM_TRITON_BACKWARD', 'sequential')
+CHECKPOINT_L = 32 if BACKWARD_KERNEL == 'sequential' else BWD_BLOCK_L
+BWD_BLOCK_D = 16
+BWD_PROGRAMS = 1024
+BWD_WARPS = 2
+_TAYLOR_TERMS = 11  # as discretize.py for float32
 
 
 def is_available() -> bool:
@@ -48,10 +60,11 @@ def _interpreting() -> bool:
 def checkpoint_count(length: int) -> int:
     """States saved per (direction, batch, channel) for the backward: one at the end of each backward chunk but
     the last."""
-    return max(0, -(-length // BWD_BLOCK_L) - 1)
+    return max(0, -(-length // CHECKPOINT_L) - 1)
 
 
 if triton is not None:
+    TAYLOR_TERMS = tl.constexpr(_TAYLOR_TERMS)
 
     @triton.jit
     def _affine(a1, b1, a2, b2):
@@ -70,9 +83,10 @@ if triton is not None:
         inverse = 1.0 / tl.where(small, -2.0, x)
         e = tl.exp(x)
         # Taylor series of phi_COUNT by Horner: sum_j xs^j / (j + COUNT)!
-        top_coefficient: tl.constexpr = 1.0 / math.factorial(TAYLOR_TERMS - 1 + COUNT)
-        taylor = xs * 0.0 + top_coefficient
-        coefficient = top_coefficient
+        coefficient = 1.0
+        for i in tl.static_range(1, TAYLOR_TERMS + COUNT):
+            coefficient = coefficient / i  # ends at 1 / (TERMS - 1 + COUNT)!
+        taylor = xs * 0.0 + coefficient
         for jj in tl.static_range(TAYLOR_TERMS - 1):
             coefficient = coefficient * (TAYLOR_TERMS - 1 - jj + COUNT)  # 1 / (j + COUNT)!, j = TERMS - 2 - jj
             taylor = taylor * xs + coefficient
@@ -280,6 +294,323 @@ if triton is not None:
                              state, mask=state_mask & (index < n_ckpt))
             h = tl.sum(tl.where(cols[None, :] == BLOCK_L - 1, hs, 0.0), axis=1)
         tl.store(last_ptr + (direction * rows_total + row) * N + states, h, mask=state_mask)
+
+    @triton.jit
+    def _scan_fwd_seq_kernel(
+            u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
+            u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
+            batch_size, dim, length, per_group, groups, n_ckpt,
+            N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
+            METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+            SAVE: tl.constexpr):
+        """The forward as a recurrence in time: a program owns BLOCK_D channels x N states (one element per
+        state in registers) and steps through the sequence; the k earlier samples' u and B stay in registers."""
+        program = tl.program_id(0).to(tl.int64)
+        direction = tl.program_id(1)
+        blocks = dim // BLOCK_D
+        batch = program // blocks
+        first = (program % blocks) * BLOCK_D
+        group = first // per_group
+        reverse = tl.where(direction == 0, reverse0, reverse1)
+        rows_total = batch_size * dim
+        channels = first + tl.arange(0, BLOCK_D)
+        states = tl.arange(0, N_PAD)
+        state_mask = states < N
+        rows = batch * dim + channels
+        seq = rows * length
+        u_rows = u_ptr + direction * u_off + seq
+        delta_rows = delta_ptr + direction * delta_off + seq
+        z_rows = z_ptr + direction * z_off + seq
+        out_rows = out_ptr + direction * rows_total * length + seq
+        bc_row = (batch * groups + group) * N * length + states * length
+        B_states = B_ptr + direction * B_off + bc_row
+        C_states = C_ptr + direction * C_off + bc_row
+        mask2 = (channels[:, None] < dim) & state_mask[None, :]
+        A = tl.load(A_ptr + direction * A_off + channels[:, None] * N + states[None, :], mask=mask2,
+                    other=0.0).to(tl.float32)
+        D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
+        bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
+        h = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+        start = tl.where(reverse != 0, length - 1, 0)
+        step = tl.where(reverse != 0, -1, 1)
+        l = start
+        u0 = tl.load(u_rows + l).to(tl.float32)
+        B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+        # the samples before the start are the first one
+        u1 = u0
+        u2 = u0
+        u3 = u0
+        B1 = B0
+        B2 = B0
+        B3 = B0
+        for t in range(0, length):
+            l = start + step * t
+            if t > 0:
+                u3 = u2
+                u2 = u1
+                u1 = u0
+                B3 = B2
+                B2 = B1
+                B1 = B0
+                u0 = tl.load(u_rows + l).to(tl.float32)
+                B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            dt = tl.load(delta_rows + l).to(tl.float32) + bias
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            x = A * dt[:, None]
+            a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(x, METHOD, False)
+            forcing = w0 * (u0[:, None] * B0[None, :])
+            if K >= 1:
+                forcing += w1 * (u1[:, None] * B1[None, :])
+            if K >= 2:
+                forcing += w2 * (u2[:, None] * B2[None, :])
+            if K >= 3:
+                forcing += w3 * (u3[:, None] * B3[None, :])
+            h = a_bar * h + forcing * dt[:, None]
+            Ct = tl.load(C_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            y = tl.sum(h * Ct[None, :], axis=1) + D * u0
+            if HAS_Z:
+                zv = tl.load(z_rows + l).to(tl.float32)
+                y = y * zv * tl.sigmoid(zv)
+            tl.store(out_rows + l, y.to(out_ptr.dtype.element_ty))
+            if SAVE:
+                index = t // CKPT_L
+                if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
+                    tl.store(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + index) * N
+                             + states[None, :], h, mask=mask2)
+        tl.store(last_ptr + (direction * rows_total + rows[:, None]) * N + states[None, :], h, mask=mask2)
+
+    @triton.jit
+    def _scan_bwd_seq_kernel(
+            u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
+            scratch_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+            u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, dout_off, reverse0, reverse1,
+            batch_size, dim, length, per_group, groups, n_ckpt,
+            N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
+            METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+            HAS_DLAST: tl.constexpr):
+        """The backward as recurrences in time: per chunk of CKPT_L steps (last chunk first), the states are
+        recomputed from the saved checkpoint into a program-private scratch (it stays in cache), then the adjoint
+        walks the chunk backwards. What step t gives to u and B at step t - j waits in registers until the walk
+        reaches t - j; dB and dC are summed over the program's channels and added atomically per step."""
+        program = tl.program_id(0).to(tl.int64)
+        direction = tl.program_id(1)
+        blocks = dim // BLOCK_D
+        batch = program // blocks
+        first = (program % blocks) * BLOCK_D
+        group = first // per_group
+        reverse = tl.where(direction == 0, reverse0, reverse1)
+        rows_total = batch_size * dim
+        lanes = tl.arange(0, BLOCK_D)
+        channels = first + lanes
+        states = tl.arange(0, N_PAD)
+        state_mask = states < N
+        rows = batch * dim + channels
+        seq = rows * length
+        u_rows = u_ptr + direction * u_off + seq
+        delta_rows = delta_ptr + direction * delta_off + seq
+        z_rows = z_ptr + direction * z_off + seq
+        dout_rows = dout_ptr + direction * dout_off + seq
+        grad_rows = direction * rows_total * length + seq
+        bc_row = (batch * groups + group) * N * length + states * length
+        B_states = B_ptr + direction * B_off + bc_row
+        C_states = C_ptr + direction * C_off + bc_row
+        grad_bc = ((direction * batch_size + batch) * groups + group) * N * length + states * length
+        mask2 = (channels[:, None] < dim) & state_mask[None, :]
+        tile = lanes[:, None] * N_PAD + states[None, :]
+        scratch = scratch_ptr + (direction * tl.num_programs(0) + program) * CKPT_L * BLOCK_D * N_PAD + tile
+        A = tl.load(A_ptr + direction * A_off + channels[:, None] * N + states[None, :], mask=mask2,
+                    other=0.0).to(tl.float32)
+        D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
+        bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
+        g = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+        if HAS_DLAST:
+            g = tl.load(dlast_ptr + (direction * rows_total + rows[:, None]) * N + states[None, :], mask=mask2,
+                        other=0.0).to(tl.float32)
+        a_next = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
+        dA_acc = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+        dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        # contributions waiting for the steps t-1, t-2, t-3 of the walk (u per channel, B per state)
+        P1 = tl.zeros([BLOCK_D], dtype=tl.float32)
+        P2 = tl.zeros([BLOCK_D], dtype=tl.float32)
+        P3 = tl.zeros([BLOCK_D], dtype=tl.float32)
+        Q1 = tl.zeros([N_PAD], dtype=tl.float32)
+        Q2 = tl.zeros([N_PAD], dtype=tl.float32)
+        Q3 = tl.zeros([N_PAD], dtype=tl.float32)
+        n_chunks = tl.cdiv(length, CKPT_L)
+        for chunk_back in range(0, n_chunks):
+            chunk = n_chunks - 1 - chunk_back
+            t0 = chunk * CKPT_L
+            t1 = tl.minimum(t0 + CKPT_L, length)
+            h_start = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+            if chunk > 0:
+                h_start = tl.load(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + chunk - 1) * N
+                                  + states[None, :], mask=mask2, other=0.0)
+            # 1. the chunk's states, from its start state
+            h = h_start
+            l = _position(t0, length, reverse)
+            u0 = tl.load(u_rows + l).to(tl.float32)
+            B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            l = _position(t0 - 1, length, reverse)
+            u1 = tl.load(u_rows + l).to(tl.float32)
+            B1 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            l = _position(t0 - 2, length, reverse)
+            u2 = tl.load(u_rows + l).to(tl.float32)
+            B2 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            l = _position(t0 - 3, length, reverse)
+            u3 = tl.load(u_rows + l).to(tl.float32)
+            B3 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            tl.debug_barrier()
+            for t in range(t0, t1):
+                l = _position(t, length, reverse)
+                if t > t0:
+                    u3 = u2
+                    u2 = u1
+                    u1 = u0
+                    B3 = B2
+                    B2 = B1
+                    B1 = B0
+                    u0 = tl.load(u_rows + l).to(tl.float32)
+                    B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+                dt = tl.load(delta_rows + l).to(tl.float32) + bias
+                if SOFTPLUS:
+                    dt = _softplus(dt)
+                a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
+                forcing = w0 * (u0[:, None] * B0[None, :])
+                if K >= 1:
+                    forcing += w1 * (u1[:, None] * B1[None, :])
+                if K >= 2:
+                    forcing += w2 * (u2[:, None] * B2[None, :])
+                if K >= 3:
+                    forcing += w3 * (u3[:, None] * B3[None, :])
+                h = a_bar * h + forcing * dt[:, None]
+                tl.store(scratch + (t - t0) * (BLOCK_D * N_PAD), h)
+            tl.debug_barrier()
+            # 2. the adjoint, from the chunk's last step down to its first
+            h_t = h
+            l = _position(t1 - 1, length, reverse)
+            u0 = tl.load(u_rows + l).to(tl.float32)
+            B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            l = _position(t1 - 2, length, reverse)
+            u1 = tl.load(u_rows + l).to(tl.float32)
+            B1 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            l = _position(t1 - 3, length, reverse)
+            u2 = tl.load(u_rows + l).to(tl.float32)
+            B2 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            l = _position(t1 - 4, length, reverse)
+            u3 = tl.load(u_rows + l).to(tl.float32)
+            B3 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            for tt in range(t0, t1):
+                t = t1 - 1 - (tt - t0)
+                l = _position(t, length, reverse)
+                if tt > t0:  # the window of samples t .. t-K slides down by one
+                    l_new = _position(t - K, length, reverse)
+                    u_new = tl.load(u_rows + l_new).to(tl.float32)
+                    B_new = tl.load(B_states + l_new, mask=state_mask, other=0.0).to(tl.float32)
+                    if K == 0:
+                        u0 = u_new
+                        B0 = B_new
+                    if K >= 1:
+                        u0 = u1
+                        B0 = B1
+                    if K == 1:
+                        u1 = u_new
+                        B1 = B_new
+                    if K >= 2:
+                        u1 = u2
+                        B1 = B2
+                    if K == 2:
+                        u2 = u_new
+                        B2 = B_new
+                    if K >= 3:
+                        u2 = u3
+                        B2 = B3
+                        u3 = u_new
+                        B3 = B_new
+                h_prev = h_start
+                if t > t0:
+                    h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
+                raw = tl.load(delta_rows + l).to(tl.float32) + bias
+                dt = raw
+                if SOFTPLUS:
+                    dt = _softplus(raw)
+                a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(A * dt[:, None], METHOD, True)
+                Ct = tl.load(C_states + l, mask=state_mask, other=0.0).to(tl.float32)
+                dout = tl.load(dout_rows + l).to(tl.float32)
+                if HAS_Z:
+                    zv = tl.load(z_rows + l).to(tl.float32)
+                    y = tl.sum(h_t * Ct[None, :], axis=1) + D * u0
+                    sig = tl.sigmoid(zv)
+                    dy = dout * zv * sig
+                    dz = dout * y * sig * (1.0 + zv * (1.0 - sig))
+                    tl.store(dz_ptr + grad_rows + l, dz.to(dz_ptr.dtype.element_ty))
+                else:
+                    dy = dout
+                dD_acc += dy * u0
+                g = Ct[None, :] * dy[:, None] + a_next * g
+                a_next = a_bar
+                tl.atomic_add(dC_ptr + grad_bc + l, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
+                slope = w0p * (u0[:, None] * B0[None, :])
+                if K >= 1:
+                    slope += w1p * (u1[:, None] * B1[None, :])
+                if K >= 2:
+                    slope += w2p * (u2[:, None] * B2[None, :])
+                if K >= 3:
+                    slope += w3p * (u3[:, None] * B3[None, :])
+                grad_x = g * (a_bar_p * h_prev + dt[:, None] * slope)
+                dA_acc += grad_x * dt[:, None]
+                d_dt = tl.sum(grad_x * A, axis=1)
+                Q = g * w0
+                q = tl.sum(Q * B0[None, :], axis=1)
+                d_dt += u0 * q
+                du = dy * D + dt * q + P1
+                dB = tl.sum(Q * (dt * u0)[:, None], axis=0) + Q1
+                r1 = tl.zeros([BLOCK_D], dtype=tl.float32)
+                r2 = tl.zeros([BLOCK_D], dtype=tl.float32)
+                r3 = tl.zeros([BLOCK_D], dtype=tl.float32)
+                R1 = tl.zeros([N_PAD], dtype=tl.float32)
+                R2 = tl.zeros([N_PAD], dtype=tl.float32)
+                R3 = tl.zeros([N_PAD], dtype=tl.float32)
+                if K >= 1:
+                    Q = g * w1
+                    q = tl.sum(Q * B1[None, :], axis=1)
+                    d_dt += u1 * q
+                    r1 = dt * q
+                    R1 = tl.sum(Q * (dt * u1)[:, None], axis=0)
+                if K >= 2:
+                    Q = g * w2
+                    q = tl.sum(Q * B2[None, :], axis=1)
+                    d_dt += u2 * q
+                    r2 = dt * q
+                    R2 = tl.sum(Q * (dt * u2)[:, None], axis=0)
+                if K >= 3:
+                    Q = g * w3
+                    q = tl.sum(Q * B3[None, :], axis=1)
+                    d_dt += u3 * q
+                    r3 = dt * q
+                    R3 = tl.sum(Q * (dt * u3)[:, None], axis=0)
+                if K >= 1:
+                    if t == 0:  # what belongs before the sequence start goes to its first sample
+                        du += P2 + P3 + r1 + r2 + r3
+                        dB += Q2 + Q3 + R1 + R2 + R3
+                    P1 = P2 + r1
+                    P2 = P3 + r2
+                    P3 = r3
+                    Q1 = Q2 + R1
+                    Q2 = Q3 + R2
+                    Q3 = R3
+                if SOFTPLUS:
+                    d_dt = d_dt * tl.sigmoid(raw)
+                dbias_acc += d_dt
+                tl.store(du_ptr + grad_rows + l, du.to(du_ptr.dtype.element_ty))
+                tl.store(ddelta_ptr + grad_rows + l, d_dt.to(ddelta_ptr.dtype.element_ty))
+                tl.atomic_add(dB_ptr + grad_bc + l, dB, mask=state_mask)
+                h_t = h_prev
+        parameter_rows = direction * dim + channels
+        tl.atomic_add(dA_ptr + parameter_rows[:, None] * N + states[None, :], dA_acc, mask=mask2)
+        tl.atomic_add(dD_ptr + parameter_rows, dD_acc)
+        tl.atomic_add(dbias_ptr + parameter_rows, dbias_acc)
 
     @triton.jit
     def _row(tile, rows, index):
@@ -510,6 +841,11 @@ if triton is not None:
         tl.atomic_add(dbias_ptr + parameter_rows, dbias_acc)
 
 
+def saved_shape(batch: int, dim: int, length: int, state: int, save: bool) -> tuple:
+    """Shape of one direction's checkpoints, as forward saves them."""
+    return batch, dim, checkpoint_count(length) if save else 0, state
+
+
 def _offset(tensors) -> int:
     """Elements from the first tensor's data to the second's (0 for one direction)."""
     if len(tensors) < 2:
@@ -521,11 +857,12 @@ def _offset(tensors) -> int:
     return difference // first.element_size()
 
 
-def _block_d(per_group: int, batch: int, dim: int, directions: int) -> int:
-    """Channels per backward program: as many as share B/C loads and dB/dC atomics (up to 16), while leaving
-    enough programs to fill the GPU."""
-    block = 16
-    while block > 1 and (per_group % block or batch * dim * directions // block < 1024):
+def _block_d(per_group: int, batch: int, dim: int, directions: int, largest: int = 16,
+             programs: int = 1024) -> int:
+    """Channels per program: as many as share B/C loads (and, backward, dB/dC atomics), up to ``largest``, while
+    leaving at least ``programs`` programs to fill the GPU."""
+    block = largest
+    while block > 1 and (per_group % block or batch * dim * directions // block < programs):
         block //= 2
     return block
 
@@ -560,16 +897,23 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     ckpt = torch.empty((directions, batch, dim, n_ckpt, state), device=u[0].device, dtype=torch.float32)
     has_z = len(z) > 0
     z_first = z[0] if has_z else u[0]
-    block_l = max(BWD_BLOCK_L, min(FWD_BLOCK_L, triton.next_power_of_2(length)))
-    grid = (batch * dim, directions)
-    _scan_fwd_kernel[grid](
-        u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt,
-        _offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C), _offset(D),
-        _offset(delta_bias), int(reverse[0]), int(reverse[-1]),
-        dim, length, dim // groups, groups, n_ckpt,
-        N=state, N_PAD=max(2, triton.next_power_of_2(state)), BLOCK_L=block_l, CKPT_L=BWD_BLOCK_L,
-        METHOD=method_index, K=k, HAS_Z=has_z, SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0,
-        num_warps=4 if block_l * state <= 4096 else 8)
+    n_pad = max(2, triton.next_power_of_2(state))
+    common = dict(N=state, N_PAD=n_pad, CKPT_L=CHECKPOINT_L, METHOD=method_index, K=k, HAS_Z=has_z,
+                  SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
+    offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
+               _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]))
+    if FORWARD_KERNEL == 'sequential':
+        block_d = _block_d(dim // groups, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS)
+        _scan_fwd_seq_kernel[(batch * dim // block_d, directions)](
+            u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt, *offsets,
+            batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, **common,
+            num_warps=FWD_WARPS)
+    else:
+        block_l = max(BWD_BLOCK_L, min(FWD_BLOCK_L, triton.next_power_of_2(length)))
+        _scan_fwd_kernel[(batch * dim, directions)](
+            u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt, *offsets,
+            dim, length, dim // groups, groups, n_ckpt, BLOCK_L=block_l, **common,
+            num_warps=4 if block_l * state <= 4096 else 8)
     return list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0))
 
 
@@ -597,18 +941,27 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     dout = [g.contiguous() for g in dout]
     has_dlast = len(dlast_state) > 0
     dlast = torch.stack([g.float() for g in dlast_state]).contiguous() if has_dlast else dA
-    block_d = _block_d(dim // groups, batch, dim, directions)
-    grid = (batch * dim // block_d, directions)
-    _scan_bwd_kernel[grid](
-        u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast,
-        du, ddelta, dz, dA, dB, dC, dD, dbias,
-        _offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C), _offset(D),
-        _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]),
-        batch, dim, length, dim // groups, groups, n_ckpt,
-        N=state, N_PAD=max(2, triton.next_power_of_2(state)), BLOCK_L=BWD_BLOCK_L, BLOCK_D=block_d,
-        METHOD=method_index, K=k, HAS_Z=has_z, SOFTPLUS=bool(softplus), HAS_DLAST=has_dlast,
-        num_warps=4)
-    to = B[0].dtype
-    return (list(du.unbind(0)), list(ddelta.unbind(0)), list(dA.unbind(0)), [g.to(to) for g in dB.unbind(0)],
-            [g.to(C[0].dtype) for g in dC.unbind(0)], list(dD.unbind(0)), list(dbias.unbind(0)),
+    n_pad = max(2, triton.next_power_of_2(state))
+    common = dict(N=state, N_PAD=n_pad, METHOD=method_index, K=k, HAS_Z=has_z, SOFTPLUS=bool(softplus),
+                  HAS_DLAST=has_dlast)
+    offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
+               _offset(D), _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]))
+    inputs = (u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast)
+    if BACKWARD_KERNEL == 'sequential':
+        block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D, programs=BWD_PROGRAMS)
+        programs = batch * dim // block_d
+        scratch = torch.empty((directions, programs, CHECKPOINT_L, block_d, n_pad), device=device,
+                              dtype=torch.float32)
+        _scan_bwd_seq_kernel[(programs, directions)](
+            *inputs, scratch, du, ddelta, dz, dA, dB, dC, dD, dbias, *offsets,
+            batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common,
+            num_warps=BWD_WARPS)
+    else:
+        block_d = _block_d(dim // groups, batch, dim, directions)
+        _scan_bwd_kernel[(batch * dim // block_d, directions)](
+            *inputs, du, ddelta, dz, dA, dB, dC, dD, dbias, *offsets,
+            batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_L=BWD_BLOCK_L, BLOCK_D=block_d, **common,
+            num_warps=4)
+    return (list(du.unbind(0)), list(ddelta.unbind(0)), list(dA.unbind(0)), list(dB.to(B[0].dtype).unbind(0)),
+            list(dC.to(C[0].dtype).unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)),
             list(dz.unbind(0)) if has_z else [])

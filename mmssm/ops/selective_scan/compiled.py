@@ -1,0 +1,119 @@
+"""The GPU backends (Triton, and the CUDA extension of csrc/) behind one pair of ``torch.library`` custom ops.
+
+``mmssm::selective_scan_fwd`` and ``mmssm::selective_scan_bwd`` take one or two directions (lists of tensors), so
+that a bidirectional Vim block is one launch; their fake implementations give the output shapes, so that
+``torch.compile(model, fullgraph=True)`` traces through the scan, and ``register_autograd`` connects the two.
+The backend is an argument of the op; each backend module (triton_scan, cuda_scan) provides ``forward``,
+``backward`` and ``saved_shape`` with the same list-based contract.
+"""
+import importlib
+
+import torch
+from torch import Tensor
+
+_MODULE_NAMES = {'triton': 'triton_scan', 'cuda': 'cuda_scan'}
+
+
+def backend_module(backend: str):
+    return importlib.import_module(f'{__package__}.{_MODULE_NAMES[backend]}')
+
+
+def _stacked(tensors: list) -> Tensor:
+    """The (directions, ...) tensor of a backend's per-direction outputs, without a copy when they are already
+    the slices of one."""
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0)
+    base = tensors[0]._base
+    if (base is not None and all(t._base is base for t in tensors) and base.shape[0] == len(tensors)
+            and all(t.data_ptr() == base[i].data_ptr() for i, t in enumerate(tensors))):
+        return base
+    return torch.stack(tensors)
+
+
+def _saved_shape(backend, u, A, save):
+    batch, dim, length = u.shape
+    return backend_module(backend).saved_shape(batch, dim, length, A.shape[1], save)
+
+
+@torch.library.custom_op('mmssm::selective_scan_fwd', mutates_args=())
+def selective_scan_fwd(u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Tensor], C: list[Tensor],
+                       D: list[Tensor], delta_bias: list[Tensor], z: list[Tensor], softplus: bool, method: str,
+                       reverse: list[bool], backend: str, save: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(out (dirs, batch, dim, L), last state (dirs, batch, dim, N) float32, saved for the backward)."""
+    outs, lasts, saved = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
+                                                   reverse, save)
+    return _stacked(outs), _stacked(lasts), _stacked(saved)
+
+
+@selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, save):
+    directions = len(u)
+    batch, dim, length = u[0].shape
+    state = A[0].shape[1]
+    out = u[0].new_empty((directions, batch, dim, length))
+    last = u[0].new_empty((directions, batch, dim, state), dtype=torch.float32)
+    saved = u[0].new_empty((directions,) + tuple(_saved_shape(backend, u[0], A[0], save)), dtype=torch.float32)
+    return out, last, saved
+
+
+@torch.library.custom_op('mmssm::selective_scan_bwd', mutates_args=())
+def selective_scan_bwd(dout: Tensor, u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Tensor],
+                       C: list[Tensor], D: list[Tensor], delta_bias: list[Tensor], z: list[Tensor], softplus: bool,
+                       method: str, reverse: list[bool], backend: str, saved: Tensor,
+                       dlast: Tensor | None) -> list[Tensor]:
+    """[du, ddelta, dA, dB, dC, dD, ddelta_bias] (+ [dz] with a gate), each stacked over directions."""
+    grads = backend_module(backend).backward(list(dout.unbind(0)), u, delta, A, B, C, D, delta_bias, z, softplus, method,
+                                       reverse, list(saved.unbind(0)),
+                                       list(dlast.unbind(0)) if dlast is not None else [])
+    return [_stacked(g) for g in grads if len(g)]
+
+
+@selective_scan_bwd.register_fake
+def _(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, saved, dlast):
+    directions = len(u)
+
+    def like(tensor, dtype=None):
+        return tensor.new_empty((directions,) + tuple(tensor.shape), dtype=dtype or tensor.dtype)
+
+    grads = [like(u[0]), like(delta[0]), like(A[0], torch.float32), like(B[0]), like(C[0]),
+             like(D[0], torch.float32), like(delta_bias[0], torch.float32)]
+    if len(z):
+        grads.append(like(z[0]))
+    return grads
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, save = inputs
+    ctx.directions, ctx.has_z = len(u), len(z) > 0
+    ctx.options = (softplus, method, reverse, backend)
+    ctx.save_for_backward(*u, *delta, *A, *B, *C, *D, *delta_bias, *z, output[2])
+
+
+def _backward(ctx, dout, dlast, dsaved):
+    saved = ctx.saved_tensors
+    n = ctx.directions
+    lists = [list(saved[i * n:(i + 1) * n]) for i in range(7)]
+    z = list(saved[7 * n:8 * n]) if ctx.has_z else []
+    softplus, method, reverse, backend = ctx.options
+    grads = selective_scan_bwd(dout.contiguous(), *lists, z, softplus, method, reverse, backend, saved[-1],
+                               dlast.contiguous() if dlast is not None else None)
+    per_input = [list(g.unbind(0)) for g in grads]
+    # cast each gradient to its input's dtype (the backends accumulate some in float32)
+    inputs = lists + ([z] if ctx.has_z else [])
+    per_input = [[g.to(x.dtype) for g, x in zip(gs, xs)] for gs, xs in zip(per_input, inputs)]
+    if not ctx.has_z:
+        per_input.append(None)
+    return (*per_input, None, None, None, None, None)
+
+
+torch.library.register_autograd('mmssm::selective_scan_fwd', _backward, setup_context=_setup_context)
+
+
+def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse):
+    """One or two directions through the custom op; every argument but the flags is a list, z possibly empty.
+    Returns (out, last_state), each stacked over directions."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for group in (u, delta, A, B, C, D, delta_bias, z) for t in group)
+    out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend,
+                                      needs_grad)
+    return out, last
