@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmssm-installed
 
-.PHONY: install test lint demo
+.PHONY: install test lint demo build-check
 
 $(STAMP): tools/install.sh setup.py requirements/runtime.txt requirements/tests.txt
 	MMSSM_VENV=$(VENV) bash tools/install.sh
@@ -20,3 +20,12 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+
+# Compile the CUDA scan kernels (csrc/) for one architecture, where nvcc is found, so that a change that breaks
+# the build fails here; the machine needs no GPU. CI runs it before the tests.
+NVCC_HOME ?= $(or $(CUDA_HOME),/usr/local/cuda)
+build-check: $(STAMP)
+	@if [ -x "$(NVCC_HOME)/bin/nvcc" ]; then \
+	  CUDA_HOME=$(NVCC_HOME) TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=$$(nproc) MMSSM_EXT_DIR=$${MMSSM_EXT_DIR:-build/ext-check} \
+	    $(PY) -m mmssm.ops.selective_scan.cuda_scan --build; \
+	else echo "build-check: no nvcc under $(NVCC_HOME), skipping the CUDA extension build"; fi

@@ -296,6 +296,32 @@ if triton is not None:
         tl.store(last_ptr + (direction * rows_total + row) * N + states, h, mask=state_mask)
 
     @triton.jit
+    def _taps(u_rows, B_states, state_mask, t, length, reverse, K: tl.constexpr):
+        """u and B at steps t, t-1, .., t-K of the scan (clamped at its start); the unused ones repeat step t."""
+        l = _position(t, length, reverse)
+        u0 = tl.load(u_rows + l).to(tl.float32)
+        B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+        u1 = u0
+        u2 = u0
+        u3 = u0
+        B1 = B0
+        B2 = B0
+        B3 = B0
+        if K >= 1:
+            l = _position(t - 1, length, reverse)
+            u1 = tl.load(u_rows + l).to(tl.float32)
+            B1 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+        if K >= 2:
+            l = _position(t - 2, length, reverse)
+            u2 = tl.load(u_rows + l).to(tl.float32)
+            B2 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+        if K >= 3:
+            l = _position(t - 3, length, reverse)
+            u3 = tl.load(u_rows + l).to(tl.float32)
+            B3 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+        return u0, u1, u2, u3, B0, B1, B2, B3
+
+    @triton.jit
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
@@ -333,27 +359,10 @@ if triton is not None:
         h = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
         start = tl.where(reverse != 0, length - 1, 0)
         step = tl.where(reverse != 0, -1, 1)
-        l = start
-        u0 = tl.load(u_rows + l).to(tl.float32)
-        B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
-        # the samples before the start are the first one
-        u1 = u0
-        u2 = u0
-        u3 = u0
-        B1 = B0
-        B2 = B0
-        B3 = B0
         for t in range(0, length):
             l = start + step * t
-            if t > 0:
-                u3 = u2
-                u2 = u1
-                u1 = u0
-                B3 = B2
-                B2 = B1
-                B1 = B0
-                u0 = tl.load(u_rows + l).to(tl.float32)
-                B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            # the k earlier samples are re-read (cache hits), clamped at the sequence start
+            u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
             dt = tl.load(delta_rows + l).to(tl.float32) + bias
             if SOFTPLUS:
                 dt = _softplus(dt)
@@ -449,30 +458,10 @@ if triton is not None:
                                   + states[None, :], mask=mask2, other=0.0)
             # 1. the chunk's states, from its start state
             h = h_start
-            l = _position(t0, length, reverse)
-            u0 = tl.load(u_rows + l).to(tl.float32)
-            B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
-            l = _position(t0 - 1, length, reverse)
-            u1 = tl.load(u_rows + l).to(tl.float32)
-            B1 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
-            l = _position(t0 - 2, length, reverse)
-            u2 = tl.load(u_rows + l).to(tl.float32)
-            B2 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
-            l = _position(t0 - 3, length, reverse)
-            u3 = tl.load(u_rows + l).to(tl.float32)
-            B3 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
             tl.debug_barrier()
             for t in range(t0, t1):
                 l = _position(t, length, reverse)
-                if t > t0:
-                    u3 = u2
-                    u2 = u1
-                    u1 = u0
-                    B3 = B2
-                    B2 = B1
-                    B1 = B0
-                    u0 = tl.load(u_rows + l).to(tl.float32)
-                    B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
                 dt = tl.load(delta_rows + l).to(tl.float32) + bias
                 if SOFTPLUS:
                     dt = _softplus(dt)
@@ -489,45 +478,10 @@ if triton is not None:
             tl.debug_barrier()
             # 2. the adjoint, from the chunk's last step down to its first
             h_t = h
-            l = _position(t1 - 1, length, reverse)
-            u0 = tl.load(u_rows + l).to(tl.float32)
-            B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
-            l = _position(t1 - 2, length, reverse)
-            u1 = tl.load(u_rows + l).to(tl.float32)
-            B1 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
-            l = _position(t1 - 3, length, reverse)
-            u2 = tl.load(u_rows + l).to(tl.float32)
-            B2 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
-            l = _position(t1 - 4, length, reverse)
-            u3 = tl.load(u_rows + l).to(tl.float32)
-            B3 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
             for tt in range(t0, t1):
                 t = t1 - 1 - (tt - t0)
                 l = _position(t, length, reverse)
-                if tt > t0:  # the window of samples t .. t-K slides down by one
-                    l_new = _position(t - K, length, reverse)
-                    u_new = tl.load(u_rows + l_new).to(tl.float32)
-                    B_new = tl.load(B_states + l_new, mask=state_mask, other=0.0).to(tl.float32)
-                    if K == 0:
-                        u0 = u_new
-                        B0 = B_new
-                    if K >= 1:
-                        u0 = u1
-                        B0 = B1
-                    if K == 1:
-                        u1 = u_new
-                        B1 = B_new
-                    if K >= 2:
-                        u1 = u2
-                        B1 = B2
-                    if K == 2:
-                        u2 = u_new
-                        B2 = B_new
-                    if K >= 3:
-                        u2 = u3
-                        B2 = B3
-                        u3 = u_new
-                        B3 = B_new
+                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
                 h_prev = h_start
                 if t > t0:
                     h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
