@@ -151,12 +151,12 @@ def main():
             nbytes = forward_bytes(shape, dtype)
             entries = []
             if scan_cuda is not None:
-                entries.append(('mamba-ssm', 'zoh', lambda: bench_mamba(scan_cuda, directions, z, args.repeats,
-                                                                         args.rounds)))
+                entries.append(('mamba-ssm', 'zoh', lambda d=directions, zz=z: bench_mamba(
+                    scan_cuda, d, zz, args.repeats, args.rounds)))
             for backend in backends:
                 for method in methods:
-                    entries.append((backend, method, lambda b=backend, m=method: bench_mmssm(
-                        b, m, directions, z, args.repeats, args.rounds)))
+                    entries.append((backend, method, lambda b=backend, m=method, d=directions, zz=z: bench_mmssm(
+                        b, m, d, zz, args.repeats, args.rounds)))
             reference = None
             for impl, method, run in entries:
                 result = run()
@@ -178,8 +178,8 @@ def main():
                             'fwd+bwd')
     # every method's time relative to zoh's, per shape, dtype and backend
     for row in rows:
-        zoh = next(r for r in rows if r['shape'] == row['shape'] and r['dtype'] == row['dtype']
-                   and r['impl'] == row['impl'] and r['method'] == 'zoh') if row['impl'] != 'mamba-ssm' else None
+        zoh = next((r for r in rows if r['shape'] == row['shape'] and r['dtype'] == row['dtype']
+                    and r['impl'] == row['impl'] and r['method'] == 'zoh'), None)
         if zoh is not None:
             row['fwd_2dir_vs_zoh'] = row['fwd_2dir'] / zoh['fwd_2dir']
             row['fwd_bwd_2dir_vs_zoh'] = row['fwd_bwd_2dir'] / zoh['fwd_bwd_2dir']
@@ -191,8 +191,8 @@ def main():
           'fwd+bwd 2 dirs | x mamba fwd | x mamba fwd+bwd | / zoh fwd | / zoh fwd+bwd |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for row in rows:
-        def fmt(key, pattern='{:.2f}'):
-            return pattern.format(row[key]) if key in row else ''
+        def fmt(key, row=row):
+            return f'{row[key]:.2f}' if key in row else ''
         print(f"| {tuple(row['shape'])} | {row['dtype']} | {row['impl']} | {row['method']} | {row['fwd_1dir']:.3f} "
               f"| {row['fwd_2dir']:.3f} | {row['fwd_2dir_GBps']:.0f} ({100 * row['fwd_2dir_of_copy']:.0f}%) | "
               f"{row['fwd_bwd_2dir']:.3f} | {fmt('fwd_2dir_speedup') if row['impl'] != 'mamba-ssm' else ''} | "

@@ -62,9 +62,9 @@ def selective_scan_bwd(dout: Tensor, u: list[Tensor], delta: list[Tensor], A: li
                        method: str, reverse: list[bool], backend: str, saved: Tensor,
                        dlast: Tensor | None) -> list[Tensor]:
     """[du, ddelta, dA, dB, dC, dD, ddelta_bias] (+ [dz] with a gate), each stacked over directions."""
-    grads = backend_module(backend).backward(list(dout.unbind(0)), u, delta, A, B, C, D, delta_bias, z, softplus, method,
-                                       reverse, list(saved.unbind(0)),
-                                       list(dlast.unbind(0)) if dlast is not None else [])
+    grads = backend_module(backend).backward(list(dout.unbind(0)), u, delta, A, B, C, D, delta_bias, z, softplus,
+                                             method, reverse, list(saved.unbind(0)),
+                                             list(dlast.unbind(0)) if dlast is not None else [])
     return [_stacked(g) for g in grads if len(g)]
 
 

@@ -298,9 +298,9 @@ if triton is not None:
     @triton.jit
     def _taps(u_rows, B_states, state_mask, t, length, reverse, K: tl.constexpr):
         """u and B at steps t, t-1, .., t-K of the scan (clamped at its start); the unused ones repeat step t."""
-        l = _position(t, length, reverse)
-        u0 = tl.load(u_rows + l).to(tl.float32)
-        B0 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+        pos = _position(t, length, reverse)
+        u0 = tl.load(u_rows + pos).to(tl.float32)
+        B0 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
         u1 = u0
         u2 = u0
         u3 = u0
@@ -308,17 +308,17 @@ if triton is not None:
         B2 = B0
         B3 = B0
         if K >= 1:
-            l = _position(t - 1, length, reverse)
-            u1 = tl.load(u_rows + l).to(tl.float32)
-            B1 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            pos = _position(t - 1, length, reverse)
+            u1 = tl.load(u_rows + pos).to(tl.float32)
+            B1 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
         if K >= 2:
-            l = _position(t - 2, length, reverse)
-            u2 = tl.load(u_rows + l).to(tl.float32)
-            B2 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            pos = _position(t - 2, length, reverse)
+            u2 = tl.load(u_rows + pos).to(tl.float32)
+            B2 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
         if K >= 3:
-            l = _position(t - 3, length, reverse)
-            u3 = tl.load(u_rows + l).to(tl.float32)
-            B3 = tl.load(B_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            pos = _position(t - 3, length, reverse)
+            u3 = tl.load(u_rows + pos).to(tl.float32)
+            B3 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
         return u0, u1, u2, u3, B0, B1, B2, B3
 
     @triton.jit
@@ -360,10 +360,10 @@ if triton is not None:
         start = tl.where(reverse != 0, length - 1, 0)
         step = tl.where(reverse != 0, -1, 1)
         for t in range(0, length):
-            l = start + step * t
+            pos = start + step * t
             # the k earlier samples are re-read (cache hits), clamped at the sequence start
             u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
-            dt = tl.load(delta_rows + l).to(tl.float32) + bias
+            dt = tl.load(delta_rows + pos).to(tl.float32) + bias
             if SOFTPLUS:
                 dt = _softplus(dt)
             x = A * dt[:, None]
@@ -376,12 +376,12 @@ if triton is not None:
             if K >= 3:
                 forcing += w3 * (u3[:, None] * B3[None, :])
             h = a_bar * h + forcing * dt[:, None]
-            Ct = tl.load(C_states + l, mask=state_mask, other=0.0).to(tl.float32)
+            Ct = tl.load(C_states + pos, mask=state_mask, other=0.0).to(tl.float32)
             y = tl.sum(h * Ct[None, :], axis=1) + D * u0
             if HAS_Z:
-                zv = tl.load(z_rows + l).to(tl.float32)
+                zv = tl.load(z_rows + pos).to(tl.float32)
                 y = y * zv * tl.sigmoid(zv)
-            tl.store(out_rows + l, y.to(out_ptr.dtype.element_ty))
+            tl.store(out_rows + pos, y.to(out_ptr.dtype.element_ty))
             if SAVE:
                 index = t // CKPT_L
                 if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
@@ -460,9 +460,9 @@ if triton is not None:
             h = h_start
             tl.debug_barrier()
             for t in range(t0, t1):
-                l = _position(t, length, reverse)
+                pos = _position(t, length, reverse)
                 u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
-                dt = tl.load(delta_rows + l).to(tl.float32) + bias
+                dt = tl.load(delta_rows + pos).to(tl.float32) + bias
                 if SOFTPLUS:
                     dt = _softplus(dt)
                 a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
@@ -480,31 +480,31 @@ if triton is not None:
             h_t = h
             for tt in range(t0, t1):
                 t = t1 - 1 - (tt - t0)
-                l = _position(t, length, reverse)
+                pos = _position(t, length, reverse)
                 u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
                 h_prev = h_start
                 if t > t0:
                     h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
-                raw = tl.load(delta_rows + l).to(tl.float32) + bias
+                raw = tl.load(delta_rows + pos).to(tl.float32) + bias
                 dt = raw
                 if SOFTPLUS:
                     dt = _softplus(raw)
                 a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(A * dt[:, None], METHOD, True)
-                Ct = tl.load(C_states + l, mask=state_mask, other=0.0).to(tl.float32)
-                dout = tl.load(dout_rows + l).to(tl.float32)
+                Ct = tl.load(C_states + pos, mask=state_mask, other=0.0).to(tl.float32)
+                dout = tl.load(dout_rows + pos).to(tl.float32)
                 if HAS_Z:
-                    zv = tl.load(z_rows + l).to(tl.float32)
+                    zv = tl.load(z_rows + pos).to(tl.float32)
                     y = tl.sum(h_t * Ct[None, :], axis=1) + D * u0
                     sig = tl.sigmoid(zv)
                     dy = dout * zv * sig
                     dz = dout * y * sig * (1.0 + zv * (1.0 - sig))
-                    tl.store(dz_ptr + grad_rows + l, dz.to(dz_ptr.dtype.element_ty))
+                    tl.store(dz_ptr + grad_rows + pos, dz.to(dz_ptr.dtype.element_ty))
                 else:
                     dy = dout
                 dD_acc += dy * u0
                 g = Ct[None, :] * dy[:, None] + a_next * g
                 a_next = a_bar
-                tl.atomic_add(dC_ptr + grad_bc + l, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
+                tl.atomic_add(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
                 slope = w0p * (u0[:, None] * B0[None, :])
                 if K >= 1:
                     slope += w1p * (u1[:, None] * B1[None, :])
@@ -557,9 +557,9 @@ if triton is not None:
                 if SOFTPLUS:
                     d_dt = d_dt * tl.sigmoid(raw)
                 dbias_acc += d_dt
-                tl.store(du_ptr + grad_rows + l, du.to(du_ptr.dtype.element_ty))
-                tl.store(ddelta_ptr + grad_rows + l, d_dt.to(ddelta_ptr.dtype.element_ty))
-                tl.atomic_add(dB_ptr + grad_bc + l, dB, mask=state_mask)
+                tl.store(du_ptr + grad_rows + pos, du.to(du_ptr.dtype.element_ty))
+                tl.store(ddelta_ptr + grad_rows + pos, d_dt.to(ddelta_ptr.dtype.element_ty))
+                tl.atomic_add(dB_ptr + grad_bc + pos, dB, mask=state_mask)
                 h_t = h_prev
         parameter_rows = direction * dim + channels
         tl.atomic_add(dA_ptr + parameter_rows[:, None] * N + states[None, :], dA_acc, mask=mask2)

@@ -168,10 +168,13 @@ def test_bidirectional_launch_equals_two_scans(backend, method):
     (s_f.float().sum() + 2 * s_b.float().sum()).backward()
     torch.testing.assert_close(y_f, s_f, rtol=0, atol=0)
     torch.testing.assert_close(y_b, s_b, rtol=0, atol=0)
+    # gradients summed over channels (dA, dB, dC, ...) may add in another order (one bf16 rounding step apart)
     for name in NAMES[:-1]:
-        torch.testing.assert_close(together[name][0], forward[name].grad, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(together[name][1], backward[name].grad, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(together_z, z.grad, rtol=1e-2, atol=1e-2)
+        for together_grad, single in ((together[name][0], forward[name].grad),
+                                      (together[name][1], backward[name].grad)):
+            scale = single.abs().max().item()
+            torch.testing.assert_close(together_grad, single, rtol=1.6e-2, atol=1e-2 * scale)
+    torch.testing.assert_close(together_z, z.grad, rtol=1.6e-2, atol=1e-2 * z.grad.abs().max().item())
 
 
 @pytest.mark.parametrize('backend', _backend_params())
