@@ -192,8 +192,11 @@ def cuda_extensions() -> tuple:
         name='mmssm._C',
         sources=sources,
         include_dirs=[osp.join(HERE, 'csrc', 'selective_scan')],
-        extra_compile_args={'cxx': ['-O3', '-std=c++17'],
-                            'nvcc': ['-O3', '-std=c++17', '--use_fast_math', '-lineinfo',
+        # no -std flag: torch's BuildExtension picks the C++ standard its headers were built with (C++20 in
+        # torch >= 2.10); compiling against them as C++17 breaks the layout of c10 types (a crash on the first error
+        # that the binding raises)
+        extra_compile_args={'cxx': ['-O3'],
+                            'nvcc': ['-O3', '--use_fast_math', '-lineinfo',
                                      f'--threads={os.environ.get("NVCC_THREADS", "4")}']})
     return [extension], {'build_ext': BuildExtension}
 

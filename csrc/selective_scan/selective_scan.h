@@ -1,0 +1,65 @@
+// Host-side declarations shared by the binding (selective_scan.cpp, compiled by the C++ compiler) and the kernels
+// (selective_scan_kernels.cuh, instantiated once per dtype and direction in the .cu files).
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace mmssm_scan {
+
+// Order of mmssm.ops.selective_scan.METHODS.
+enum Method : int { kZoh = 0, kFoh = 1, kBilinear = 2, kPoly = 3, kHighorder = 4, kRk4 = 5 };
+constexpr int kNumMethods = 6;
+
+// Time steps per chunk: the forward saves the state at every chunk start, the backward recomputes a chunk's
+// states from it. The kernels rely on kChunk == 32 (one warp per channel row in the epilogues).
+constexpr int kChunk = 32;
+constexpr int kMaxState = 32;
+
+// One direction of a (possibly bidirectional) scan. A null pointer means the optional tensor is absent.
+struct DirectionParams {
+  // inputs: u, delta, z (batch, dim, L) of the input dtype; B, C (batch, groups, N, L) of the input dtype or
+  // float32 (bc_fp32); A (dim, N), D, delta_bias (dim,) float32
+  const void* u = nullptr;
+  const void* delta = nullptr;
+  const void* z = nullptr;
+  const void* B = nullptr;
+  const void* C = nullptr;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  // forward outputs: out (batch, dim, L) input dtype; last_state (batch, dim, N) and saved
+  // (batch, chunks, dim, N) float32, saved only when ScanParams::save
+  void* out = nullptr;
+  float* last_state = nullptr;
+  float* saved = nullptr;
+  // backward: dout (batch, dim, L) input dtype, dlast_state (batch, dim, N) float32 or null; du, ddelta, dz in
+  // the input dtype; dA, dB, dC, dD, ddelta_bias float32 buffers that the kernel adds to (zeroed by the caller)
+  const void* dout = nullptr;
+  const float* dlast_state = nullptr;
+  void* du = nullptr;
+  void* ddelta = nullptr;
+  void* dz = nullptr;
+  float* dA = nullptr;
+  float* dB = nullptr;
+  float* dC = nullptr;
+  float* dD = nullptr;
+  float* ddelta_bias = nullptr;
+  int reverse = 0;
+};
+
+struct ScanParams {
+  int batch = 0, dim = 0, length = 0, state = 0, groups = 1, chunks = 0;
+  int softplus = 0, save = 0, bc_fp32 = 0, ndir = 1;
+  DirectionParams dir[2];
+};
+
+// Defined in selective_scan_kernels.cuh, instantiated for float, __half and __nv_bfloat16 (as InputTag below)
+// in selective_scan_{fwd,bwd}_{fp32,fp16,bf16}.cu.
+enum class InputType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+template <InputType IT>
+void launch_forward(const ScanParams& params, int method, cudaStream_t stream);
+template <InputType IT>
+void launch_backward(const ScanParams& params, int method, cudaStream_t stream);
+
+}  // namespace mmssm_scan

@@ -1,0 +1,7 @@
+// Backward kernels for fp16 inputs, all six discretization methods (one file per dtype and direction, so
+// that they compile in parallel).
+#include "selective_scan_kernels.cuh"
+
+namespace mmssm_scan {
+template void launch_backward<InputType::kFloat16>(const ScanParams&, int, cudaStream_t);
+}  // namespace mmssm_scan
