@@ -3,19 +3,18 @@
 One call runs one or two directions (a bidirectional Vim block in one launch: the second direction's tensors are
 reached from the first one's pointer by an element offset, so nothing is stacked or copied).
 
-Forward: a program owns one (direction, batch, channel) and walks the sequence in chunks of ``BLOCK_L`` steps. A
-chunk is an (N, BLOCK_L) tile: the discretization (discretize.py's math, evaluated per element in float32), the
-input terms (the k earlier samples re-read from memory, clamped at the sequence start), one associative scan of
-the affine maps h -> A_bar h + s along the chunk, the state carried in from the chunk before, and y reduced over
-the states. The state at the end of every ``BWD_BLOCK_L`` steps is saved for the backward when asked.
+Two designs are here; ``FORWARD_KERNEL`` / ``BACKWARD_KERNEL`` (environment MMSSM_TRITON_FORWARD / _BACKWARD)
+choose, and the default is 'sequential', the faster one on an H100 (docs/benchmarks.md):
 
-Backward: a program owns one (direction, batch, BLOCK_D consecutive channels of one group) and walks the chunks
-from the last to the first; per chunk it loads B and C once for its channels, then per channel recomputes the
-states from the saved checkpoint (one forward scan), runs the adjoint dL/dh_t = C_t dy_t + A_bar_{t+1} dL/dh_{t+1}
-as one reverse scan, and forms every gradient elementwise. The contributions of step t to u and B at step t - j
-are moved into place with a cyclic gather: what wraps around belongs to the chunk before (carried in registers to
-the next iteration), or, in the first chunk, to the first sample (the clamp of the forward). dB and dC are summed
-over the program's channels in registers and added atomically per chunk; dA, dD and d delta_bias per program.
+- sequential (_scan_fwd_seq_kernel, _scan_bwd_seq_kernel): a program owns BLOCK_D channels x N states and steps
+  through time. The forward saves the state every CHECKPOINT_L steps; the backward recomputes each such chunk
+  into a program-private scratch and walks it backwards, holding what step t gives to u and B at t - j in
+  registers until the walk gets there.
+- chunked (_scan_fwd_kernel, _scan_bwd_kernel): a program owns one channel's (N, BLOCK_L) tile per chunk and
+  uses associative scans (forward states, reverse adjoint); the contributions to step t - j are moved with a
+  cyclic gather, what wraps around being carried to the chunk before.
+
+Both evaluate discretize.py's math per element in float32 and clamp the earlier samples at the sequence start.
 """
 import os
 
