@@ -102,7 +102,7 @@ def _backward(ctx, dout, dlast, dsaved):
     inputs = lists + ([z] if ctx.has_z else [])
     per_input = [[g.to(x.dtype) for g, x in zip(gs, xs)] for gs, xs in zip(per_input, inputs)]
     if not ctx.has_z:
-        per_input.append(None)
+        per_input.append([])  # z was an empty list: the gradient has its structure
     return (*per_input, None, None, None, None, None)
 
 

@@ -1,0 +1,67 @@
+"""Run by test_compiled_op_cpu.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are
+defined): the custom ops and their autograd, driven through Triton's CPU interpreter. Prints one line per check
+and exits non-zero on the first failure."""
+import os
+import sys
+
+import torch
+
+assert os.environ.get('TRITON_INTERPRET') == '1', 'run with TRITON_INTERPRET=1'
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from helpers import assert_close, make_inputs  # noqa: E402
+
+from mmssm.ops.selective_scan import _compiled_arguments, selective_scan_naive  # noqa: E402
+from mmssm.ops.selective_scan.compiled import scan, selective_scan_bwd, selective_scan_fwd  # noqa: E402
+
+ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')
+
+
+def check_one_direction(method, with_options, state):
+    inputs = make_inputs(2, 3, 9, state, groups=None if not with_options else 3, dtype=torch.float32, device='cpu',
+                         seed=state, grad=False)
+    if not with_options:
+        for name in ('D', 'z', 'delta_bias'):
+            inputs[name] = None
+        inputs['delta'] = inputs['delta'].abs() + 0.05
+    leaves = {k: v.requires_grad_() if v is not None else None for k, v in inputs.items()}
+    lists = [[t] for t in _compiled_arguments(*[leaves[k] for k in ARGS])]
+    z = [leaves['z']] if leaves['z'] is not None else []
+    out, last = scan('triton', *lists, z, with_options, method, [with_options])
+    names = [k for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias', 'z') if leaves[k] is not None]
+    weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = torch.autograd.grad((out[0].double() * weight).sum() + last[0].double().sum(),
+                                [leaves[k] for k in names])
+    ref = {k: v.detach().double().requires_grad_() if v is not None else None for k, v in inputs.items()}
+    y_ref, last_ref = selective_scan_naive(**ref, discretization=method, delta_softplus=with_options,
+                                           reverse=with_options, return_last_state=True)
+    ref_grads = torch.autograd.grad((y_ref * weight).sum() + last_ref.sum(), [ref[k] for k in names])
+    label = f'{method} options={with_options} N={state}'
+    assert_close(f'{label} y', y_ref, out[0], atol=1e-4 * y_ref.abs().max().item())
+    assert_close(f'{label} last state', last_ref, last[0], atol=1e-4 * last_ref.abs().max().item())
+    for name, grad, ref_grad in zip(names, grads, ref_grads):
+        assert grad.shape == ref_grad.shape, f'{label} d{name}: shape {tuple(grad.shape)}'
+        assert_close(f'{label} d{name}', ref_grad, grad, atol=1e-4 * ref_grad.abs().max().item())
+    print('ok', label, flush=True)
+
+
+def check_opcheck():
+    """torch.library.opcheck: schema, fake implementations against the real ones, autograd registration."""
+    inputs = make_inputs(1, 2, 5, 3, dtype=torch.float32, device='cpu', seed=3, grad=False)
+    lists = [[t] for t in _compiled_arguments(*[inputs[k] for k in ARGS])]
+    lists = [[t.requires_grad_() for t in group] for group in lists]
+    z = [inputs['z'].requires_grad_()]
+    arguments = (*lists, z, True, 'bilinear', [False], 'triton', True)
+    torch.library.opcheck(selective_scan_fwd, arguments,
+                          test_utils=('test_schema', 'test_faketensor', 'test_autograd_registration'))
+    out, last, saved = selective_scan_fwd(*arguments)
+    bwd_arguments = (torch.ones_like(out), *[[t.detach() for t in group] for group in lists],
+                     [z[0].detach()], True, 'bilinear', [False], 'triton', saved, None)
+    torch.library.opcheck(selective_scan_bwd, bwd_arguments, test_utils=('test_schema', 'test_faketensor'))
+    print('ok opcheck', flush=True)
+
+
+if __name__ == '__main__':
+    check_one_direction('foh', with_options=False, state=5)
+    check_one_direction('zoh', with_options=True, state=4)
+    check_opcheck()
