@@ -3,18 +3,13 @@
 One call runs one or two directions (a bidirectional Vim block in one launch: the second direction's tensors are
 reached from the first one's pointer by an element offset, so nothing is stacked or copied).
 
-Two designs are here; ``FORWARD_KERNEL`` / ``BACKWARD_KERNEL`` (environment MMSSM_TRITON_FORWARD / _BACKWARD)
-choose, and the default is 'sequential', the faster one on an H100 (docs/benchmarks.md):
+A program owns BLOCK_D channels x N states and steps through time (the sequence is not split: at long L with a
+small batch, few programs run; docs/benchmarks.md). The forward saves the state every CHECKPOINT_L steps; the
+backward recomputes each such chunk into a program-private scratch and walks it backwards, holding what step t gives
+to u and B at t - j in registers until the walk gets there. (A first design with associative scans over (N, L)
+tiles of one channel was slower at every measured shape and was removed.)
 
-- sequential (_scan_fwd_seq_kernel, _scan_bwd_seq_kernel): a program owns BLOCK_D channels x N states and steps
-  through time. The forward saves the state every CHECKPOINT_L steps; the backward recomputes each such chunk
-  into a program-private scratch and walks it backwards, holding what step t gives to u and B at t - j in
-  registers until the walk gets there.
-- chunked (_scan_fwd_kernel, _scan_bwd_kernel): a program owns one channel's (N, BLOCK_L) tile per chunk and
-  uses associative scans (forward states, reverse adjoint); the contributions to step t - j are moved with a
-  cyclic gather, what wraps around being carried to the chunk before.
-
-Both evaluate discretize.py's math per element in float32 and clamp the earlier samples at the sequence start.
+The kernels evaluate discretize.py's math per element in float32 and clamp the earlier samples at the sequence start.
 """
 import os
 
@@ -28,19 +23,12 @@ except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
 
 from .discretize import METHODS, NEIGHBOURS
 
-# Steps per chunk of the backward (its tiles hold many intermediates) and of the forward (a multiple of it).
-BWD_BLOCK_L = 128
-FWD_BLOCK_L = 256
-# The forward kernel: 'sequential' (a recurrence in time over BLOCK_D channels x N states, the default) or
-# 'chunked' (associative scans over (N, BLOCK_L) tiles of one channel).
-FORWARD_KERNEL = os.environ.get('MMSSM_TRITON_FORWARD', 'sequential')
+# Forward: channels per program, and the programs to keep at least (fewer channels per program below it).
 FWD_BLOCK_D = 32
 FWD_PROGRAMS = 2048
 FWD_WARPS = 4
-# The backward kernel: 'sequential' (recurrences in time, chunks of CHECKPOINT_L steps recomputed from the
-# forward's checkpoints, the default) or 'chunked' (associative scans over (N, BWD_BLOCK_L) tiles).
-BACKWARD_KERNEL = os.environ.get('MMSSM_TRITON_BACKWARD', 'sequential')
-CHECKPOINT_L = 32 if BACKWARD_KERNEL == 'sequential' else BWD_BLOCK_L
+# Backward: steps recomputed per chunk from the forward's checkpoints, then as the forward.
+CHECKPOINT_L = 32
 BWD_BLOCK_D = 16
 BWD_PROGRAMS = 1024
 BWD_WARPS = 2
@@ -64,11 +52,6 @@ def checkpoint_count(length: int) -> int:
 
 if triton is not None:
     TAYLOR_TERMS = tl.constexpr(_TAYLOR_TERMS)
-
-    @triton.jit
-    def _affine(a1, b1, a2, b2):
-        # h -> a1 h + b1, then h -> a2 h + b2
-        return a1 * a2, b1 * a2 + b2
 
     @triton.jit
     def _softplus(x):
@@ -199,100 +182,10 @@ if triton is not None:
         return a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p
 
     @triton.jit
-    def _a_bar(x, METHOD: tl.constexpr):
-        if METHOD == 2:
-            result = (2.0 + x) / (2.0 - x)
-        elif METHOD == 5:
-            result = 1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0))))
-        else:
-            result = tl.exp(x)
-        return result
-
-    @triton.jit
     def _position(p, length, reverse):
         """Memory index of scan position p (clamped to the sequence)."""
         p = tl.minimum(tl.maximum(p, 0), length - 1)
         return tl.where(reverse != 0, length - 1 - p, p)
-
-    @triton.jit
-    def _scan_fwd_kernel(
-            u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-            u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
-            dim, length, per_group, groups, n_ckpt,
-            N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr, CKPT_L: tl.constexpr,
-            METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            SAVE: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)  # batch * dim + channel
-        direction = tl.program_id(1)
-        batch = row // dim
-        channel = row % dim
-        group = channel // per_group
-        reverse = tl.where(direction == 0, reverse0, reverse1)
-        seq = row * length
-        u_ptr += direction * u_off + seq
-        delta_ptr += direction * delta_off + seq
-        if HAS_Z:
-            z_ptr += direction * z_off + seq
-        rows_total = tl.num_programs(0).to(tl.int64)
-        out_ptr += direction * rows_total * length + seq
-        bc_row = (batch * groups + group) * N * length
-        B_ptr += direction * B_off + bc_row
-        C_ptr += direction * C_off + bc_row
-        states = tl.arange(0, N_PAD)
-        state_mask = states < N
-        A = tl.load(A_ptr + direction * A_off + channel * N + states, mask=state_mask, other=0.0).to(tl.float32)
-        D = tl.load(D_ptr + direction * D_off + channel).to(tl.float32)
-        bias = tl.load(bias_ptr + direction * bias_off + channel).to(tl.float32)
-        cols = tl.arange(0, BLOCK_L)
-        h = tl.zeros([N_PAD], dtype=tl.float32)
-        for chunk in range(0, tl.cdiv(length, BLOCK_L)):
-            p = chunk * BLOCK_L + cols
-            valid = p < length
-            mask2 = state_mask[:, None] & valid[None, :]
-            l0 = _position(p, length, reverse)
-            u0 = tl.load(u_ptr + l0, mask=valid, other=0.0).to(tl.float32)
-            dt = tl.load(delta_ptr + l0, mask=valid, other=0.0).to(tl.float32) + bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            x = A[:, None] * dt[None, :]
-            a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(x, METHOD, False)
-            bc_offsets = states[:, None] * length
-            forcing = w0 * (tl.load(B_ptr + bc_offsets + l0[None, :], mask=mask2, other=0.0).to(tl.float32)
-                            * u0[None, :])
-            if K >= 1:
-                l1 = _position(p - 1, length, reverse)
-                u1 = tl.load(u_ptr + l1, mask=valid, other=0.0).to(tl.float32)
-                forcing += w1 * (tl.load(B_ptr + bc_offsets + l1[None, :], mask=mask2, other=0.0).to(tl.float32)
-                                 * u1[None, :])
-            if K >= 2:
-                l2 = _position(p - 2, length, reverse)
-                u2 = tl.load(u_ptr + l2, mask=valid, other=0.0).to(tl.float32)
-                forcing += w2 * (tl.load(B_ptr + bc_offsets + l2[None, :], mask=mask2, other=0.0).to(tl.float32)
-                                 * u2[None, :])
-            if K >= 3:
-                l3 = _position(p - 3, length, reverse)
-                u3 = tl.load(u_ptr + l3, mask=valid, other=0.0).to(tl.float32)
-                forcing += w3 * (tl.load(B_ptr + bc_offsets + l3[None, :], mask=mask2, other=0.0).to(tl.float32)
-                                 * u3[None, :])
-            # past the end: the identity map, so the last column holds the chunk's final state
-            a_bar = tl.where(valid[None, :], a_bar, 1.0)
-            forcing = tl.where(mask2, forcing * dt[None, :], 0.0)
-            a_cum, h_local = tl.associative_scan((a_bar, forcing), 1, _affine)
-            hs = h_local + a_cum * h[:, None]
-            Cv = tl.load(C_ptr + bc_offsets + l0[None, :], mask=mask2, other=0.0).to(tl.float32)
-            y = tl.sum(Cv * hs, axis=0) + D * u0
-            if HAS_Z:
-                zv = tl.load(z_ptr + l0, mask=valid, other=0.0).to(tl.float32)
-                y = y * zv * tl.sigmoid(zv)
-            tl.store(out_ptr + l0, y.to(out_ptr.dtype.element_ty), mask=valid)
-            if SAVE:
-                for sub in tl.static_range(BLOCK_L // CKPT_L):
-                    index = chunk * (BLOCK_L // CKPT_L) + sub
-                    state = tl.sum(tl.where(cols[None, :] == (sub + 1) * CKPT_L - 1, hs, 0.0), axis=1)
-                    tl.store(ckpt_ptr + ((direction * rows_total + row) * n_ckpt + index) * N + states,
-                             state, mask=state_mask & (index < n_ckpt))
-            h = tl.sum(tl.where(cols[None, :] == BLOCK_L - 1, hs, 0.0), axis=1)
-        tl.store(last_ptr + (direction * rows_total + row) * N + states, h, mask=state_mask)
 
     @triton.jit
     def _taps(u_rows, B_states, state_mask, t, length, reverse, K: tl.constexpr):
@@ -565,233 +458,6 @@ if triton is not None:
         tl.atomic_add(dD_ptr + parameter_rows, dD_acc)
         tl.atomic_add(dbias_ptr + parameter_rows, dbias_acc)
 
-    @triton.jit
-    def _row(tile, rows, index):
-        """tile[index, :] of a register tile."""
-        return tl.sum(tl.where(rows[:, None] == index, tile, 0.0), axis=0)
-
-    @triton.jit
-    def _set_row(tile, rows, index, value):
-        return tl.where(rows[:, None] == index, value[None, :], tile)
-
-    @triton.jit
-    def _element(vector, cols, index):
-        return tl.sum(tl.where(cols == index, vector, 0.0), axis=0)
-
-    @triton.jit
-    def _shift_tap(value, cols, J: tl.constexpr, BLOCK_L: tl.constexpr):
-        """value (BLOCK_L,) moved from column t to column t - J, cyclically; returns (in-chunk part, wrapped
-        part). The wrapped part holds, at column i, what belongs to column i of the chunk before."""
-        rolled = tl.gather(value, (cols + J) % BLOCK_L, 0)
-        inside = cols + J < BLOCK_L
-        return tl.where(inside, rolled, 0.0), tl.where(inside, 0.0, rolled)
-
-    @triton.jit
-    def _shift_tap_tile(value, cols, J: tl.constexpr, BLOCK_L: tl.constexpr):
-        """_shift_tap for an (N, BLOCK_L) tile, along its columns."""
-        rolled = tl.gather(value, tl.broadcast_to(((cols + J) % BLOCK_L)[None, :], value.shape), 1)
-        inside = (cols + J < BLOCK_L)[None, :]
-        return tl.where(inside, rolled, 0.0), tl.where(inside, 0.0, rolled)
-
-    @triton.jit
-    def _scan_bwd_kernel(
-            u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
-            du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-            u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, dout_off, reverse0, reverse1,
-            batch_size, dim, length, per_group, groups, n_ckpt,
-            N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-            METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            HAS_DLAST: tl.constexpr):
-        program = tl.program_id(0).to(tl.int64)
-        direction = tl.program_id(1)
-        blocks = dim // BLOCK_D
-        batch = program // blocks
-        first = (program % blocks) * BLOCK_D
-        group = first // per_group
-        reverse = tl.where(direction == 0, reverse0, reverse1)
-        rows_total = batch_size * dim
-        bc_row = (batch * groups + group) * N * length
-        B_ptr += direction * B_off + bc_row
-        C_ptr += direction * C_off + bc_row
-        grad_bc = (direction * batch_size * groups + batch * groups + group) * N * length
-        dB_ptr += grad_bc
-        dC_ptr += grad_bc
-        states = tl.arange(0, N_PAD)
-        state_mask = states < N
-        cols = tl.arange(0, BLOCK_L)
-        channels = tl.arange(0, BLOCK_D)
-        bc_offsets = states[:, None] * length
-        # per-channel carries across chunks: the adjoint entering from the chunk after, and the gradient of u
-        # that wrapped around from it
-        g_carry = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
-        if HAS_DLAST:
-            g_carry = tl.load(dlast_ptr + (direction * rows_total + batch * dim + first + channels[:, None]) * N
-                              + states[None, :], mask=state_mask[None, :], other=0.0).to(tl.float32)
-        du_carry = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
-        dA_acc = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
-        dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        dB_carry = tl.zeros([N_PAD, BLOCK_L], dtype=tl.float32)
-        n_chunks = tl.cdiv(length, BLOCK_L)
-        for chunk_back in range(0, n_chunks):
-            chunk = n_chunks - 1 - chunk_back
-            p = chunk * BLOCK_L + cols
-            valid = p < length
-            mask2 = state_mask[:, None] & valid[None, :]
-            l0 = _position(p, length, reverse)
-            l1 = _position(p - 1, length, reverse)
-            l2 = _position(p - 2, length, reverse)
-            l3 = _position(p - 3, length, reverse)
-            l_next = _position(p + 1, length, reverse)
-            has_next = (p + 1) < length
-            B0 = tl.load(B_ptr + bc_offsets + l0[None, :], mask=mask2, other=0.0).to(tl.float32)
-            B1 = B0
-            B2 = B0
-            B3 = B0
-            if K >= 1:
-                B1 = tl.load(B_ptr + bc_offsets + l1[None, :], mask=mask2, other=0.0).to(tl.float32)
-            if K >= 2:
-                B2 = tl.load(B_ptr + bc_offsets + l2[None, :], mask=mask2, other=0.0).to(tl.float32)
-            if K >= 3:
-                B3 = tl.load(B_ptr + bc_offsets + l3[None, :], mask=mask2, other=0.0).to(tl.float32)
-            Cv = tl.load(C_ptr + bc_offsets + l0[None, :], mask=mask2, other=0.0).to(tl.float32)
-            dB_acc = tl.zeros([N_PAD, BLOCK_L], dtype=tl.float32)
-            dB_wrap = tl.zeros([N_PAD, BLOCK_L], dtype=tl.float32)
-            dC_acc = tl.zeros([N_PAD, BLOCK_L], dtype=tl.float32)
-            for c in range(0, BLOCK_D):
-                channel = first + c
-                row = batch * dim + channel
-                seq = row * length
-                u_base = u_ptr + direction * u_off + seq
-                delta_base = delta_ptr + direction * delta_off + seq
-                A = tl.load(A_ptr + direction * A_off + channel * N + states, mask=state_mask,
-                            other=0.0).to(tl.float32)
-                D = tl.load(D_ptr + direction * D_off + channel).to(tl.float32)
-                bias = tl.load(bias_ptr + direction * bias_off + channel).to(tl.float32)
-                u0 = tl.load(u_base + l0, mask=valid, other=0.0).to(tl.float32)
-                raw = tl.load(delta_base + l0, mask=valid, other=0.0).to(tl.float32) + bias
-                dt = raw
-                if SOFTPLUS:
-                    dt = _softplus(raw)
-                dt_next = tl.load(delta_base + l_next, mask=valid & has_next, other=0.0).to(tl.float32) + bias
-                if SOFTPLUS:
-                    dt_next = _softplus(dt_next)
-                x = A[:, None] * dt[None, :]
-                a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(x, METHOD, True)
-                u1 = u0
-                u2 = u0
-                u3 = u0
-                V0 = B0 * u0[None, :]
-                forcing = w0 * V0
-                slope = w0p * V0
-                if K >= 1:
-                    u1 = tl.load(u_base + l1, mask=valid, other=0.0).to(tl.float32)
-                    V1 = B1 * u1[None, :]
-                    forcing += w1 * V1
-                    slope += w1p * V1
-                if K >= 2:
-                    u2 = tl.load(u_base + l2, mask=valid, other=0.0).to(tl.float32)
-                    V2 = B2 * u2[None, :]
-                    forcing += w2 * V2
-                    slope += w2p * V2
-                if K >= 3:
-                    u3 = tl.load(u_base + l3, mask=valid, other=0.0).to(tl.float32)
-                    V3 = B3 * u3[None, :]
-                    forcing += w3 * V3
-                    slope += w3p * V3
-                a_bar = tl.where(valid[None, :], a_bar, 1.0)
-                forcing = tl.where(mask2, forcing * dt[None, :], 0.0)
-                # states of the chunk from the checkpoint before it
-                h_start = tl.zeros([N_PAD], dtype=tl.float32)
-                if chunk > 0:
-                    h_start = tl.load(ckpt_ptr + ((direction * rows_total + row) * n_ckpt + chunk - 1) * N
-                                      + states, mask=state_mask, other=0.0)
-                a_cum, h_local = tl.associative_scan((a_bar, forcing), 1, _affine)
-                hs = h_local + a_cum * h_start[:, None]
-                previous = tl.gather(hs, tl.broadcast_to(tl.maximum(cols - 1, 0)[None, :], hs.shape), 1)
-                previous = tl.where(cols[None, :] == 0, h_start[:, None], previous)
-                # output side
-                dout = tl.load(dout_ptr + direction * dout_off + seq + l0, mask=valid, other=0.0).to(tl.float32)
-                if HAS_Z:
-                    zv = tl.load(z_ptr + direction * z_off + seq + l0, mask=valid, other=0.0).to(tl.float32)
-                    y = tl.sum(Cv * hs, axis=0) + D * u0
-                    sig = tl.sigmoid(zv)
-                    dy = dout * zv * sig
-                    dz = dout * y * sig * (1.0 + zv * (1.0 - sig))
-                    tl.store(dz_ptr + direction * rows_total * length + seq + l0,
-                             dz.to(dz_ptr.dtype.element_ty), mask=valid)
-                else:
-                    dy = dout
-                dD_acc += tl.where(channels == c, tl.sum(dy * u0, axis=0), 0.0)
-                dC_acc += hs * dy[None, :]
-                # adjoint: g_t = C_t dy_t + A_bar_{t+1} g_{t+1}, the carry entering at the chunk's end
-                coefficient = tl.where(has_next[None, :], _a_bar(A[:, None] * dt_next[None, :], METHOD), 1.0)
-                f = tl.where(mask2, Cv * dy[None, :], 0.0)
-                c_cum, g_local = tl.associative_scan((coefficient, f), 1, _affine, reverse=True)
-                g = tl.where(mask2, g_local + c_cum * _row(g_carry, channels, c)[:, None], 0.0)
-                g_carry = _set_row(g_carry, channels, c, tl.sum(tl.where(cols[None, :] == 0, g, 0.0), axis=1))
-                grad_x = g * (a_bar_p * previous + dt[None, :] * slope)
-                dA_acc += tl.where(channels[:, None] == c, tl.sum(grad_x * dt[None, :], axis=1)[None, :], 0.0)
-                d_dt = tl.sum(grad_x * A[:, None], axis=0)
-                # taps: q_j = sum_n g W_j B_{t-j}; du_{t-j} += dt q_j, d dt += u_{t-j} q_j,
-                # dB_{t-j} += dt u_{t-j} g W_j
-                Q = g * w0
-                q = tl.sum(Q * B0, axis=0)
-                d_dt += u0 * q
-                du = dy * D + dt * q + _row(du_carry, channels, c)
-                dB_acc += Q * (dt * u0)[None, :]
-                wrapped = tl.zeros([BLOCK_L], dtype=tl.float32)
-                if K >= 1:
-                    Q = g * w1
-                    q = tl.sum(Q * B1, axis=0)
-                    d_dt += u1 * q
-                    inside, outside = _shift_tap(dt * q, cols, 1, BLOCK_L)
-                    du += inside
-                    wrapped += outside
-                    inside2, outside2 = _shift_tap_tile(Q * (dt * u1)[None, :], cols, 1, BLOCK_L)
-                    dB_acc += inside2
-                    dB_wrap += outside2
-                if K >= 2:
-                    Q = g * w2
-                    q = tl.sum(Q * B2, axis=0)
-                    d_dt += u2 * q
-                    inside, outside = _shift_tap(dt * q, cols, 2, BLOCK_L)
-                    du += inside
-                    wrapped += outside
-                    inside2, outside2 = _shift_tap_tile(Q * (dt * u2)[None, :], cols, 2, BLOCK_L)
-                    dB_acc += inside2
-                    dB_wrap += outside2
-                if K >= 3:
-                    Q = g * w3
-                    q = tl.sum(Q * B3, axis=0)
-                    d_dt += u3 * q
-                    inside, outside = _shift_tap(dt * q, cols, 3, BLOCK_L)
-                    du += inside
-                    wrapped += outside
-                    inside2, outside2 = _shift_tap_tile(Q * (dt * u3)[None, :], cols, 3, BLOCK_L)
-                    dB_acc += inside2
-                    dB_wrap += outside2
-                if K >= 1:
-                    # in the first chunk, what wraps belongs before the sequence start: to its first sample
-                    du += tl.where((cols == 0) & (chunk == 0), tl.sum(wrapped, axis=0), 0.0)
-                    du_carry = _set_row(du_carry, channels, c, wrapped)
-                if SOFTPLUS:
-                    d_dt = d_dt * tl.sigmoid(raw)
-                d_dt = tl.where(valid, d_dt, 0.0)
-                dbias_acc += tl.where(channels == c, tl.sum(d_dt, axis=0), 0.0)
-                out_offset = direction * rows_total * length + seq + l0
-                tl.store(du_ptr + out_offset, du.to(du_ptr.dtype.element_ty), mask=valid)
-                tl.store(ddelta_ptr + out_offset, d_dt.to(ddelta_ptr.dtype.element_ty), mask=valid)
-            dB_total = dB_acc + dB_carry
-            if K >= 1:
-                dB_total += tl.where((cols[None, :] == 0) & (chunk == 0), tl.sum(dB_wrap, axis=1)[:, None], 0.0)
-                dB_carry = dB_wrap
-            tl.atomic_add(dB_ptr + bc_offsets + l0[None, :], dB_total, mask=mask2)
-            tl.atomic_add(dC_ptr + bc_offsets + l0[None, :], dC_acc, mask=mask2)
-        parameter_rows = direction * dim + first + channels
-        tl.atomic_add(dA_ptr + parameter_rows[:, None] * N + states[None, :], dA_acc, mask=state_mask[None, :])
-        tl.atomic_add(dD_ptr + parameter_rows, dD_acc)
-        tl.atomic_add(dbias_ptr + parameter_rows, dbias_acc)
 
 
 def saved_shape(batch: int, dim: int, length: int, state: int, save: bool) -> tuple:
@@ -855,18 +521,10 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
                   SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
                _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]))
-    if FORWARD_KERNEL == 'sequential':
-        block_d = _block_d(dim // groups, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS)
-        _scan_fwd_seq_kernel[(batch * dim // block_d, directions)](
-            u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt, *offsets,
-            batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, **common,
-            num_warps=FWD_WARPS)
-    else:
-        block_l = max(BWD_BLOCK_L, min(FWD_BLOCK_L, triton.next_power_of_2(length)))
-        _scan_fwd_kernel[(batch * dim, directions)](
-            u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt, *offsets,
-            dim, length, dim // groups, groups, n_ckpt, BLOCK_L=block_l, **common,
-            num_warps=4 if block_l * state <= 4096 else 8)
+    block_d = _block_d(dim // groups, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS)
+    _scan_fwd_seq_kernel[(batch * dim // block_d, directions)](
+        u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt, *offsets,
+        batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, **common, num_warps=FWD_WARPS)
     return list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0))
 
 
@@ -900,21 +558,13 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
                _offset(D), _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]))
     inputs = (u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast)
-    if BACKWARD_KERNEL == 'sequential':
-        block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D, programs=BWD_PROGRAMS)
-        programs = batch * dim // block_d
-        scratch = torch.empty((directions, programs, CHECKPOINT_L, block_d, n_pad), device=device,
-                              dtype=torch.float32)
-        _scan_bwd_seq_kernel[(programs, directions)](
-            *inputs, scratch, du, ddelta, dz, dA, dB, dC, dD, dbias, *offsets,
-            batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common,
-            num_warps=BWD_WARPS)
-    else:
-        block_d = _block_d(dim // groups, batch, dim, directions)
-        _scan_bwd_kernel[(batch * dim // block_d, directions)](
-            *inputs, du, ddelta, dz, dA, dB, dC, dD, dbias, *offsets,
-            batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_L=BWD_BLOCK_L, BLOCK_D=block_d, **common,
-            num_warps=4)
+    block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D, programs=BWD_PROGRAMS)
+    programs = batch * dim // block_d
+    scratch = torch.empty((directions, programs, CHECKPOINT_L, block_d, n_pad), device=device, dtype=torch.float32)
+    _scan_bwd_seq_kernel[(programs, directions)](
+        *inputs, scratch, du, ddelta, dz, dA, dB, dC, dD, dbias, *offsets,
+        batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common,
+        num_warps=BWD_WARPS)
     return (list(du.unbind(0)), list(ddelta.unbind(0)), list(dA.unbind(0)), list(dB.to(B[0].dtype).unbind(0)),
             list(dC.to(C[0].dtype).unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)),
             list(dz.unbind(0)) if has_z else [])

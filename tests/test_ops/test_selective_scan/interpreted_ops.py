@@ -62,6 +62,7 @@ def check_opcheck():
 
 
 if __name__ == '__main__':
-    check_one_direction('foh', with_options=False, state=5)
-    check_one_direction('zoh', with_options=True, state=4)
+    from mmssm.ops.selective_scan import METHODS
+    for index, method in enumerate(METHODS):
+        check_one_direction(method, with_options=bool(index % 2), state=4 + index % 2)
     check_opcheck()
