@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "selective_scan.h"
 
@@ -814,48 +815,43 @@ void backward_for(const ScanParams& p, cudaStream_t stream) {
   scan_backward_kernel<In, METHOD, NS><<<grid, kThreads, 0, stream>>>(p);
 }
 
-template <typename In, int METHOD>
-void forward_method(const ScanParams& p, cudaStream_t stream) {
-  switch (padded_state(p.state)) {
-    case 8: forward_for<In, METHOD, 8>(p, stream); break;
-    case 16: forward_for<In, METHOD, 16>(p, stream); break;
-    default: forward_for<In, METHOD, 32>(p, stream); break;
+// Calls f(std::integral_constant<int, METHOD>) for the method index, then g(std::integral_constant<int, NS>)
+// for the padded state count: the one dispatch of the forward and the backward launches.
+template <typename F>
+void dispatch_method(int method, F&& f) {
+  switch (method) {
+    case kZoh: f(std::integral_constant<int, kZoh>{}); break;
+    case kFoh: f(std::integral_constant<int, kFoh>{}); break;
+    case kBilinear: f(std::integral_constant<int, kBilinear>{}); break;
+    case kPoly: f(std::integral_constant<int, kPoly>{}); break;
+    case kHighorder: f(std::integral_constant<int, kHighorder>{}); break;
+    default: f(std::integral_constant<int, kRk4>{}); break;
   }
 }
 
-template <typename In, int METHOD>
-void backward_method(const ScanParams& p, cudaStream_t stream) {
-  switch (padded_state(p.state)) {
-    case 8: backward_for<In, METHOD, 8>(p, stream); break;
-    case 16: backward_for<In, METHOD, 16>(p, stream); break;
-    default: backward_for<In, METHOD, 32>(p, stream); break;
+template <typename F>
+void dispatch_state(int state, F&& f) {
+  switch (padded_state(state)) {
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    default: f(std::integral_constant<int, 32>{}); break;
   }
 }
 
 template <InputType IT>
 void launch_forward(const ScanParams& p, int method, cudaStream_t stream) {
   using In = typename InputTraits<IT>::type;
-  switch (method) {
-    case kZoh: forward_method<In, kZoh>(p, stream); break;
-    case kFoh: forward_method<In, kFoh>(p, stream); break;
-    case kBilinear: forward_method<In, kBilinear>(p, stream); break;
-    case kPoly: forward_method<In, kPoly>(p, stream); break;
-    case kHighorder: forward_method<In, kHighorder>(p, stream); break;
-    default: forward_method<In, kRk4>(p, stream); break;
-  }
+  dispatch_method(method, [&](auto m) {
+    dispatch_state(p.state, [&](auto ns) { forward_for<In, decltype(m)::value, decltype(ns)::value>(p, stream); });
+  });
 }
 
 template <InputType IT>
 void launch_backward(const ScanParams& p, int method, cudaStream_t stream) {
   using In = typename InputTraits<IT>::type;
-  switch (method) {
-    case kZoh: backward_method<In, kZoh>(p, stream); break;
-    case kFoh: backward_method<In, kFoh>(p, stream); break;
-    case kBilinear: backward_method<In, kBilinear>(p, stream); break;
-    case kPoly: backward_method<In, kPoly>(p, stream); break;
-    case kHighorder: backward_method<In, kHighorder>(p, stream); break;
-    default: backward_method<In, kRk4>(p, stream); break;
-  }
+  dispatch_method(method, [&](auto m) {
+    dispatch_state(p.state, [&](auto ns) { backward_for<In, decltype(m)::value, decltype(ns)::value>(p, stream); });
+  });
 }
 
 }  // namespace mmssm_scan
