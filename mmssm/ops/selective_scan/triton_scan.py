@@ -214,6 +214,14 @@ if triton is not None:
         return u0, u1, u2, u3, B0, B1, B2, B3
 
     @triton.jit
+    def _tap_grads(g, w, u_j, B_j, dt):
+        """What the input term dt * w * B_j * u_j of the steps' states (adjoint g) gives back: to dt, and to u and
+        B at the earlier step j (they are added there when the walk reaches it)."""
+        Q = g * w
+        q = tl.sum(Q * B_j[None, :], axis=1)
+        return u_j * q, dt * q, tl.sum(Q * (dt * u_j)[:, None], axis=0)
+
+    @triton.jit
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
@@ -407,11 +415,10 @@ if triton is not None:
                 grad_x = g * (a_bar_p * h_prev + dt[:, None] * slope)
                 dA_acc += grad_x * dt[:, None]
                 d_dt = tl.sum(grad_x * A, axis=1)
-                Q = g * w0
-                q = tl.sum(Q * B0[None, :], axis=1)
-                d_dt += u0 * q
-                du = dy * D + dt * q + P1
-                dB = tl.sum(Q * (dt * u0)[:, None], axis=0) + Q1
+                d_dt_j, r0, R0 = _tap_grads(g, w0, u0, B0, dt)
+                d_dt += d_dt_j
+                du = dy * D + r0 + P1
+                dB = R0 + Q1
                 r1 = tl.zeros([BLOCK_D], dtype=tl.float32)
                 r2 = tl.zeros([BLOCK_D], dtype=tl.float32)
                 r3 = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -419,23 +426,14 @@ if triton is not None:
                 R2 = tl.zeros([N_PAD], dtype=tl.float32)
                 R3 = tl.zeros([N_PAD], dtype=tl.float32)
                 if K >= 1:
-                    Q = g * w1
-                    q = tl.sum(Q * B1[None, :], axis=1)
-                    d_dt += u1 * q
-                    r1 = dt * q
-                    R1 = tl.sum(Q * (dt * u1)[:, None], axis=0)
+                    d_dt_j, r1, R1 = _tap_grads(g, w1, u1, B1, dt)
+                    d_dt += d_dt_j
                 if K >= 2:
-                    Q = g * w2
-                    q = tl.sum(Q * B2[None, :], axis=1)
-                    d_dt += u2 * q
-                    r2 = dt * q
-                    R2 = tl.sum(Q * (dt * u2)[:, None], axis=0)
+                    d_dt_j, r2, R2 = _tap_grads(g, w2, u2, B2, dt)
+                    d_dt += d_dt_j
                 if K >= 3:
-                    Q = g * w3
-                    q = tl.sum(Q * B3[None, :], axis=1)
-                    d_dt += u3 * q
-                    r3 = dt * q
-                    R3 = tl.sum(Q * (dt * u3)[:, None], axis=0)
+                    d_dt_j, r3, R3 = _tap_grads(g, w3, u3, B3, dt)
+                    d_dt += d_dt_j
                 if K >= 1:
                     if t == 0:  # what belongs before the sequence start goes to its first sample
                         du += P2 + P3 + r1 + r2 + r3
