@@ -1,3 +1,4 @@
+from .mamba_vision import MambaVision
 from .vim import Vim
 
-__all__ = ['Vim']
+__all__ = ['Vim', 'MambaVision']

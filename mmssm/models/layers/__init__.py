@@ -1,10 +1,14 @@
 from .add_norm import add_norm, fused_add_norm_available
 from .inverted_residual import CausalInvertedResidual1d
 from .mamba_mixer import MambaMixer
+from .mamba_vision_mixer import MambaVisionMixer
 from .norm import RMSNorm
+from .norm2d import LayerNorm2d
 from .pos_embed import resize_pos_embed
 from .rope import VisionRoPE2d
 from .se import TokenSqueezeExcitation
+from .self_attention import MultiheadSelfAttention
 
 __all__ = ['RMSNorm', 'MambaMixer', 'CausalInvertedResidual1d', 'TokenSqueezeExcitation', 'VisionRoPE2d',
-           'resize_pos_embed', 'add_norm', 'fused_add_norm_available']
+           'resize_pos_embed', 'add_norm', 'fused_add_norm_available', 'MambaVisionMixer', 'LayerNorm2d',
+           'MultiheadSelfAttention']
