@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from .discretize import METHODS, NEIGHBOURS, ORDER, STABILITY_BOUNDARY, check_method, discretize
 from .naive import selective_scan_naive
-from .torch_scan import SelectiveScanTorch
+from .torch_scan import SelectiveScanTorch, no_autocast
 
 __all__ = ['selective_scan', 'selective_scan_bidirectional', 'selective_scan_naive', 'discretize', 'METHODS',
            'BACKENDS', 'NEIGHBOURS', 'ORDER', 'STABILITY_BOUNDARY', 'available_backends']
@@ -51,20 +51,20 @@ def _build_hint(backend: str) -> str:
     return ''
 
 
-def _unsupported(backend: str, u, B, A):
+def _unsupported(backend: str, u, B, A, C=None):
     """Why ``backend`` cannot compute this call (None if it can): the compiled backends keep float64 for the
-    torch path, and the CUDA kernels take B and C in u's dtype and at most 32 states."""
+    torch path, and the CUDA kernels take B and C in one dtype, at most 32 states and 65535 batch elements."""
     if backend == 'torch':
         return None
     if u.dtype == torch.float64:
         return 'float64 inputs run on the torch backend only'
     if backend == 'cuda':
         from .cuda_scan import unsupported_reason
-        return unsupported_reason(u, B, A)
+        return unsupported_reason(u, B, A, C)
     return None
 
 
-def _resolve_backend(backend: str, u, B, A) -> str:
+def _resolve_backend(backend: str, u, B, A, C=None) -> str:
     device = u.device
     if backend == 'auto':
         backend = os.environ.get('MMSSM_SCAN_BACKEND', 'auto') or 'auto'
@@ -73,7 +73,7 @@ def _resolve_backend(backend: str, u, B, A) -> str:
         source = 'backend'
     if backend == 'auto':
         for candidate in available_backends(device):
-            if _unsupported(candidate, u, B, A) is None:
+            if _unsupported(candidate, u, B, A, C) is None:
                 return candidate
     if backend not in BACKENDS:
         raise ValueError(f"{source} must be 'auto' or one of {BACKENDS}, got {backend!r}.")
@@ -81,7 +81,7 @@ def _resolve_backend(backend: str, u, B, A) -> str:
         raise RuntimeError(
             f"{source}={backend!r} is not available for tensors on {device} (available: "
             f"{available_backends(device)}). {_build_hint(backend)}")
-    reason = _unsupported(backend, u, B, A)
+    reason = _unsupported(backend, u, B, A, C)
     if reason is not None:
         raise ValueError(f"{source}={backend!r} cannot run this call: {reason}. Use backend='auto' to pick one "
                          "that can.")
@@ -115,6 +115,7 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
     if A.dim() != 2 or A.shape[0] != dim:
         raise ValueError(f'A must have shape (dim, N) = ({dim}, N), got {tuple(A.shape)}.')
     state = A.shape[1]
+    layouts = {}
     for name in ('B', 'C'):
         tensor = tensors[name]
         if tensor.dim() == 3:
@@ -132,6 +133,12 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
                 f'with groups dividing dim={dim}, got {tuple(tensor.shape)}.')
         if tensor.dtype not in (u.dtype, torch.float32):
             raise ValueError(f'{name} must have the dtype of u ({u.dtype}) or float32, got {tensor.dtype}.')
+        layouts[name] = groups
+    if layouts['B'] != layouts['C']:
+        raise ValueError(
+            f"B and C must have one group layout (the same number of groups), got B {tuple(B.shape)} "
+            f"({layouts['B']} groups) and C {tuple(C.shape)} ({layouts['C']} groups); give both as (batch, N, L) "
+            'or both as (batch, groups, N, L) with the same groups.')
     for name in ('D', 'delta_bias'):
         tensor = tensors[name]
         if tensor is not None and tensor.shape != (dim,):
@@ -140,6 +147,13 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
 
 def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse,
                           chunk_size):
+    with no_autocast(u.device):  # float32 math under autocast too (SelectiveScanTorch guards its own backward)
+        return _selective_scan_torch_fp32(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization,
+                                          reverse, chunk_size)
+
+
+def _selective_scan_torch_fp32(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse,
+                               chunk_size):
     compute_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     delta = delta.to(compute_dtype)
     if delta_bias is not None:
@@ -228,7 +242,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """
     check_method(discretization)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    backend = _resolve_backend(backend, u, B, A)
+    backend = _resolve_backend(backend, u, B, A, C)
     if backend == 'torch':
         y, last_state = _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization,
                                               reverse, chunk_size)
@@ -241,6 +255,9 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     return (y, last_state) if return_last_state else y
 
 
+_REQUIRED = ('u', 'delta', 'A', 'B', 'C')
+
+
 def _pair(name, value, allow_single=False):
     if value is None:
         return None, None
@@ -251,7 +268,19 @@ def _pair(name, value, allow_single=False):
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f'{name} must be a pair (forward, backward), got {type(value).__name__} '
                          f'of length {len(value) if hasattr(value, "__len__") else "?"}.')
+    if name in _REQUIRED and any(v is None for v in value):
+        missing = 'forward' if value[0] is None else 'backward'
+        raise ValueError(f'{name} must be given for both directions, got None for the {missing} one.')
     return tuple(value)
+
+
+def _one_launch_layout(pairs, z_pair) -> bool:
+    """Whether both directions fit one launch of a compiled backend: u, delta, B, C of one shape and dtype, A of
+    one shape, and z in both or neither (a D or delta_bias missing on one side is zeros there)."""
+    for name, pair in zip(_REQUIRED, pairs):
+        if pair[0].shape != pair[1].shape or (name != 'A' and pair[0].dtype != pair[1].dtype):
+            return False
+    return (z_pair[0] is None) == (z_pair[1] is None)
 
 
 def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
@@ -260,8 +289,9 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     """A forward and a reversed selective scan with separate parameters, as in a bidirectional (Vim) block.
 
     Each of u, delta, A, B, C, D and delta_bias is a pair (forward, backward) of the arguments of
-    :func:`selective_scan`; z is one tensor shared by both directions or a pair. Both outputs are in the input's
-    token order: the backward one at step t summarizes steps t..L-1.
+    :func:`selective_scan`; z is one tensor shared by both directions or a pair. D, z and delta_bias may be None,
+    or a pair with None for a direction that goes without. Both outputs are in the input's token order: the
+    backward one at step t summarizes steps t..L-1.
 
     Returns:
         (y_forward, y_backward), or ((y_forward, y_backward), (last_forward, last_backward)) with
@@ -277,10 +307,8 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     if pairs[0][0].shape != pairs[0][1].shape or pairs[0][0].dtype != pairs[0][1].dtype:
         raise ValueError(f'u of both directions must have one shape and dtype, got {tuple(pairs[0][0].shape)} '
                          f'{pairs[0][0].dtype} and {tuple(pairs[0][1].shape)} {pairs[0][1].dtype}.')
-    chosen = [_resolve_backend(backend, pairs[0][d], pairs[3][d], pairs[2][d]) for d in (0, 1)]
-    same_layout = all(pair[0] is None or (pair[0].shape == pair[1].shape and pair[0].dtype == pair[1].dtype)
-                      for pair in pairs)
-    if chosen[0] != 'torch' and chosen[0] == chosen[1] and same_layout:
+    chosen = [_resolve_backend(backend, pairs[0][d], pairs[3][d], pairs[2][d], pairs[4][d]) for d in (0, 1)]
+    if chosen[0] != 'torch' and chosen[0] == chosen[1] and _one_launch_layout(pairs[:5], z_pair):
         # both directions in one launch
         from .compiled import scan
         arguments = [_compiled_arguments(*[pair[d] for pair in pairs]) for d in (0, 1)]

@@ -38,6 +38,7 @@ JIT_NAME = 'mmssm_selective_scan_ext'
 # Steps per chunk of the kernels: the forward saves the state at every chunk start for the backward.
 CHUNK = 32
 MAX_STATE = 32
+MAX_BATCH = 65535  # the batch is the grid's y dimension
 
 _ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 _CSRC = osp.join(_ROOT, 'csrc', 'selective_scan')
@@ -298,10 +299,19 @@ def saved_shape(batch, dim, length, state, save):
     return (batch, -(-length // CHUNK), dim, state) if save else (0,)
 
 
-def unsupported_reason(u, B, A):
-    """Why these inputs cannot run on the CUDA kernels (None when they can)."""
+def unsupported_reason(u, B, A, C=None):
+    """Why these inputs cannot run on the CUDA kernels (None when they can): the kernels read B and C in one
+    dtype (u's or float32), and take at most MAX_STATE states and MAX_BATCH batch elements."""
     if A.shape[1] > MAX_STATE:
         return f'the CUDA kernels take at most {MAX_STATE} states, got N={A.shape[1]}'
+    if u.shape[0] > MAX_BATCH:
+        return f'the CUDA kernels take at most {MAX_BATCH} batch elements, got batch={u.shape[0]}'
+    for name, tensor in (('B', B), ('C', C)):
+        if tensor is not None and tensor.dtype not in (u.dtype, torch.float32):
+            return f'the CUDA kernels take {name} in u\'s dtype ({u.dtype}) or float32, got {tensor.dtype}'
+    if C is not None and B.dtype != C.dtype:
+        return (f'the CUDA kernels take B and C in one dtype (both {u.dtype} or both float32), got B {B.dtype} '
+                f'and C {C.dtype}')
     return None
 
 

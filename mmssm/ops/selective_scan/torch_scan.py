@@ -3,7 +3,12 @@
 The sequence is processed in chunks along L. Forward keeps, besides the inputs, only the state at the start of
 each chunk; backward walks the chunks in reverse, recomputes a chunk's discretization and its states from the
 saved start state, runs the reverse-time adjoint recurrence and carries the adjoints back to delta, A, B and u.
-So at most a few (chunk, batch, dim, N) intermediates exist at a time, never (L, batch, dim, N) ones.
+A chunk is at least sqrt(L) steps long (longer while its intermediates fit in the cache, see chunk_length), so
+what is kept are at most sqrt(L) + 1 (batch, dim, N) start states and a few (chunk, batch, dim, N)
+intermediates at a time, never (L, batch, dim, N) ones.
+
+The path computes in float32 (float64 for float64 inputs) whatever autocast is active: a bfloat16 C h matmul
+would cost the result three digits and make the eager and compiled kernels disagree.
 
 zoh recomputes its chunk under autograd (its formula is Mamba's, two operations). The other methods use
 hand-written derivatives of their weights (discretize(..., derivatives=True)), and process a chunk in one
@@ -13,6 +18,8 @@ one torch.compile'd call per chunk when the chunk is large enough to gain from i
 steps of a chunk are unrolled, so that inductor fuses them with the elementwise work; without a working compiler
 the same functions run eagerly, the recurrences in place (see _call_kernel).
 """
+import contextlib
+import math
 import os
 import types
 import warnings
@@ -24,12 +31,24 @@ from .discretize import NEIGHBOURS, discretize
 # Elements in one (chunk, batch, dim, N) intermediate: about 1 MiB in float32, so that a chunk's handful of
 # intermediates stays in the CPU's cache.
 CHUNK_ELEMENTS = 1 << 18
+# Fewest steps per chunk: shorter chunks only add Python overhead per step.
+MIN_CHUNK = 8
 
 
-def chunk_length(batch: int, dim: int, state: int, chunk_size: int | None = None) -> int:
+def chunk_length(batch: int, dim: int, state: int, chunk_size: int | None = None, length: int = 1) -> int:
+    """Steps per chunk: ``chunk_size`` when given; else as many as keep a (chunk, batch, dim, N) intermediate
+    cache-sized, but at least MIN_CHUNK and sqrt(length), so that the saved chunk-start states (one per chunk)
+    stay O(sqrt(L)) (batch, dim, N) tensors for large batch * dim * N."""
     if chunk_size is not None:
         return max(1, int(chunk_size))
-    return max(1, CHUNK_ELEMENTS // max(1, batch * dim * state))
+    return max(MIN_CHUNK, math.isqrt(max(0, length - 1)) + 1, CHUNK_ELEMENTS // max(1, batch * dim * state))
+
+
+def no_autocast(device: torch.device):
+    """A context that turns autocast off on ``device`` (a no-op where autocast does not exist)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _discretized_chunk(discretization, u_halo, delta_chunk, A, B_halo, groups):
@@ -263,11 +282,22 @@ class SelectiveScanTorch(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, discretization, chunk_size):
+        with no_autocast(u.device):
+            return SelectiveScanTorch._forward(ctx, u, delta, A, B, C, discretization, chunk_size)
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_last_state):
+        # autocast of the thread that calls backward would run the matmuls below in low precision
+        with no_autocast(grad_y.device):
+            return SelectiveScanTorch._backward(ctx, grad_y, grad_last_state)
+
+    @staticmethod
+    def _forward(ctx, u, delta, A, B, C, discretization, chunk_size):
         length, batch, dim = u.shape
         groups, state = B.shape[2], A.shape[1]
         per_group = dim // groups
         k = NEIGHBOURS[discretization]
-        step = chunk_length(batch, dim, state, chunk_size)
+        step = chunk_length(batch, dim, state, chunk_size, length)
         h = u.new_zeros(batch, groups, per_group, state)
         h_starts = []
         y = u.new_empty(length, batch, dim)
@@ -292,7 +322,7 @@ class SelectiveScanTorch(torch.autograd.Function):
         return y, h.view(batch, dim, state)
 
     @staticmethod
-    def backward(ctx, grad_y, grad_last_state):
+    def _backward(ctx, grad_y, grad_last_state):
         u, delta, A, B, C, h_starts = ctx.saved_tensors
         discretization, step = ctx.discretization, ctx.step
         length, batch, dim = u.shape

@@ -55,7 +55,15 @@ if triton is not None:
 
     @triton.jit
     def _softplus(x):
-        return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+        """log1p(exp(x)), x above 20, as torch's softplus and the CUDA kernels'. log(1 + exp(x)) would round to 0
+        below x = -17 (and lose digits well before), where a step of exp(x) still moves a stiff state. Triton has
+        no portable log1p: below e = 1/32 its series (5 terms, truncation e^5 / 6 relative), above it log(1 + e)
+        with the rounding of 1 + e corrected (log(w) e / (w - 1))."""
+        e = tl.exp(tl.minimum(x, 20.0))
+        series = e * (1.0 - e * (0.5 - e * (1.0 / 3.0 - e * (0.25 - e * 0.2))))
+        w = 1.0 + e
+        corrected = tl.log(w) * (e / tl.where(e < 0.03125, 1.0, w - 1.0))
+        return tl.where(x > 20.0, x, tl.where(e < 0.03125, series, corrected))
 
     @triton.jit
     def _exp_phis(x, COUNT: tl.constexpr):
@@ -232,13 +240,14 @@ if triton is not None:
         """The forward as a recurrence in time: a program owns BLOCK_D channels x N states (one element per
         state in registers) and steps through the sequence; the k earlier samples' u and B stay in registers."""
         program = tl.program_id(0).to(tl.int64)
-        direction = tl.program_id(1)
+        # int64: the second direction's offsets (direction * rows_total * length, ...) pass 2^31 at B D L >= 2^31
+        direction = tl.program_id(1).to(tl.int64)
         blocks = dim // BLOCK_D
         batch = program // blocks
         first = (program % blocks) * BLOCK_D
         group = first // per_group
         reverse = tl.where(direction == 0, reverse0, reverse1)
-        rows_total = batch_size * dim
+        rows_total = tl.cast(batch_size, tl.int64) * dim
         channels = first + tl.arange(0, BLOCK_D)
         states = tl.arange(0, N_PAD)
         state_mask = states < N
@@ -303,13 +312,14 @@ if triton is not None:
         walks the chunk backwards. What step t gives to u and B at step t - j waits in registers until the walk
         reaches t - j; dB and dC are summed over the program's channels and added atomically per step."""
         program = tl.program_id(0).to(tl.int64)
-        direction = tl.program_id(1)
+        # int64: the second direction's offsets (direction * rows_total * length, ...) pass 2^31 at B D L >= 2^31
+        direction = tl.program_id(1).to(tl.int64)
         blocks = dim // BLOCK_D
         batch = program // blocks
         first = (program % blocks) * BLOCK_D
         group = first // per_group
         reverse = tl.where(direction == 0, reverse0, reverse1)
-        rows_total = batch_size * dim
+        rows_total = tl.cast(batch_size, tl.int64) * dim
         lanes = tl.arange(0, BLOCK_D)
         channels = first + lanes
         states = tl.arange(0, N_PAD)

@@ -39,3 +39,31 @@ def make_inputs(batch, dim, length, state, groups=None, dtype=torch.float64, see
         for tensor in inputs.values():
             tensor.requires_grad_()
     return inputs
+
+
+def float64_copies(inputs):
+    """The same values in float64, as fresh leaves (for the oracle side of a comparison)."""
+    return {name: None if t is None else t.detach().double().requires_grad_(t.requires_grad)
+            for name, t in inputs.items()}
+
+
+def outputs_and_grads(function, inputs, seed=1, **kwargs):
+    """y, the last state and the gradients of a random weighting of both with respect to every input that
+    requires grad, from function(**inputs, return_last_state=True, **kwargs); all as float64, by name."""
+    y, h = function(**inputs, return_last_state=True, **kwargs)
+    generator = torch.Generator().manual_seed(seed)
+    weight_y = torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device)
+    weight_h = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
+    names = [name for name, t in inputs.items() if t is not None and t.requires_grad]
+    grads = torch.autograd.grad((y.double() * weight_y).sum() + (h.double() * weight_h).sum(),
+                                [inputs[name] for name in names])
+    results = {'y': y.double(), 'last state': h.double()}
+    results.update({f'd{name}': grad.double() for name, grad in zip(names, grads)})
+    return results
+
+
+def assert_all_close(label, reference, results, relative):
+    """assert_close of every result, each to ``relative`` times the largest value of its reference."""
+    assert reference.keys() == results.keys(), f'{label}: {sorted(results)} != {sorted(reference)}'
+    for name, ref in reference.items():
+        assert_close(f'{label} {name}', ref, results[name], atol=relative * ref.abs().max().item())

@@ -1,6 +1,7 @@
 """Run by test_compiled_op_cpu.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are
-defined): the custom ops and their autograd, driven through Triton's CPU interpreter. Prints one line per check
-and exits non-zero on the first failure."""
+defined): the custom ops and their autograd, driven through Triton's CPU interpreter. ``python interpreted_ops.py
+plumbing`` runs opcheck and the softplus checks (quick), ``methods`` every method at L = 70 (a minute or two: the
+interpreter takes ~10 ms a step). Prints one line per check and exits non-zero on the first failure."""
 import os
 import sys
 
@@ -17,9 +18,14 @@ from mmssm.ops.selective_scan.compiled import scan, selective_scan_bwd, selectiv
 ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')
 
 
+# longer than two of the backward's CHECKPOINT_L = 32 step chunks, and not a multiple of them
+LENGTH = 70
+
+
 def check_one_direction(method, with_options, state):
-    inputs = make_inputs(2, 3, 9, state, groups=None if not with_options else 3, dtype=torch.float32, device='cpu',
-                         seed=state, grad=False)
+    # one batch element: the interpreter's time goes with batch * dim * L
+    inputs = make_inputs(1, 3, LENGTH, state, groups=None if not with_options else 3, dtype=torch.float32,
+                         device='cpu', seed=state, grad=False)
     if not with_options:
         for name in ('D', 'z', 'delta_bias'):
             inputs[name] = None
@@ -45,6 +51,32 @@ def check_one_direction(method, with_options, state):
     print('ok', label, flush=True)
 
 
+def check_softplus_tail(method, shift):
+    """delta + delta_bias around ``shift``: at -30 softplus is ~1e-13 (log(1 + exp(x)) in float32 rounds it to 0,
+    and the state would never move); at -5 it is its series' range. No D or gate, so y is the scan's alone."""
+    inputs = make_inputs(1, 2, 36, 4, dtype=torch.float32, device='cpu', seed=6, grad=False)
+    inputs['delta'] = inputs['delta'] + shift
+    inputs['D'] = inputs['z'] = None
+    names = ('u', 'delta', 'A', 'B', 'C', 'delta_bias')
+    leaves = {k: inputs[k].requires_grad_() for k in names}
+    lists = [[t] for t in _compiled_arguments(*[leaves[k] for k in ('u', 'delta', 'A', 'B', 'C')], None,
+                                              leaves['delta_bias'])]
+    out, last = scan('triton', *lists, [], True, method, [False])
+    weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grads = torch.autograd.grad((out[0].double() * weight).sum() + last[0].double().sum(),
+                                [leaves[k] for k in names])
+    ref = {k: inputs[k].detach().double().requires_grad_() for k in names}
+    y_ref, last_ref = selective_scan_naive(**ref, discretization=method, return_last_state=True)
+    ref_grads = torch.autograd.grad((y_ref * weight).sum() + last_ref.sum(), [ref[k] for k in names])
+    label = f'softplus tail {method} delta ~ {shift}'
+    # relative to each tensor's own scale (~1e-13 at -30): a softplus of 0 is off by all of it
+    assert_close(f'{label} y', y_ref, out[0], atol=1e-4 * y_ref.abs().max().item())
+    assert_close(f'{label} last state', last_ref, last[0], atol=1e-4 * last_ref.abs().max().item())
+    for name, grad, ref_grad in zip(names, grads, ref_grads):
+        assert_close(f'{label} d{name}', ref_grad, grad, atol=1e-4 * ref_grad.abs().max().item())
+    print('ok', label, flush=True)
+
+
 def check_opcheck():
     """torch.library.opcheck: schema, fake implementations against the real ones, autograd registration."""
     inputs = make_inputs(1, 2, 5, 3, dtype=torch.float32, device='cpu', seed=3, grad=False)
@@ -63,6 +95,11 @@ def check_opcheck():
 
 if __name__ == '__main__':
     from mmssm.ops.selective_scan import METHODS
-    for index, method in enumerate(METHODS):
-        check_one_direction(method, with_options=bool(index % 2), state=4 + index % 2)
-    check_opcheck()
+    part = sys.argv[1] if len(sys.argv) > 1 else 'all'
+    if part in ('plumbing', 'all'):
+        check_opcheck()
+        check_softplus_tail('zoh', -30.0)
+        check_softplus_tail('foh', -5.0)
+    if part in ('methods', 'all'):
+        for index, method in enumerate(METHODS):
+            check_one_direction(method, with_options=bool(index % 2), state=4 + index % 2)

@@ -2,9 +2,11 @@
 import pytest
 import torch
 
+import mmssm.ops.selective_scan as scan_module
 from mmssm.ops.selective_scan import (
     METHODS,
     available_backends,
+    cuda_scan,
     selective_scan,
     selective_scan_bidirectional,
     selective_scan_naive,
@@ -30,6 +32,12 @@ def good_inputs():
                                                              r'got \(2, 3, 3, 10\)'),
     (dict(B=torch.randn(2, 3, 10, dtype=torch.float16)), r'B must have the dtype of u \(torch.float64\) or '
                                                           r'float32, got torch.float16'),
+    (dict(C=torch.randn(2, 2, 3, 10, dtype=torch.float64)), r'B and C must have one group layout .* got B '
+                                                             r'\(2, 3, 10\) \(1 groups\) and C \(2, 2, 3, 10\) '
+                                                             r'\(2 groups\)'),
+    (dict(B=torch.randn(2, 4, 3, 10, dtype=torch.float64), C=torch.randn(2, 2, 3, 10, dtype=torch.float64)),
+     r'B and C must have one group layout .* got B \(2, 4, 3, 10\) \(4 groups\) and C \(2, 2, 3, 10\) '
+     r'\(2 groups\)'),
     (dict(D=torch.randn(3, dtype=torch.float64)), r'D must have shape \(dim,\) = \(4,\), got \(3,\)'),
     (dict(delta_bias=torch.randn(4, 1, dtype=torch.float64)), r'delta_bias must have shape \(dim,\)'),
     (dict(u=torch.randint(0, 3, (2, 4, 10))), r'u must have a floating dtype .* got torch.int64'),
@@ -95,3 +103,67 @@ def test_bidirectional_wants_pairs():
     inputs = good_inputs()
     with pytest.raises(ValueError, match=r'u must be a pair \(forward, backward\) of tensors, got a single tensor'):
         selective_scan_bidirectional(**inputs)
+
+
+def test_b_and_c_with_one_group_layout_in_two_spellings_are_accepted():
+    """(batch, N, L) and (batch, 1, N, L) are the same layout."""
+    inputs = make_inputs(2, 4, 10, 3, grad=False)
+    y = selective_scan(**dict(inputs, C=inputs['C'].unsqueeze(1)))
+    assert_close('C with one group', selective_scan(**inputs), y, atol=0)
+
+
+@pytest.mark.parametrize('name', ['D', 'z', 'delta_bias'])
+@pytest.mark.parametrize('missing', [0, 1])
+def test_bidirectional_with_an_option_in_one_direction_only(name, missing):
+    """D, z or delta_bias given for one direction and None for the other: that direction goes without it."""
+    forward, backward = make_inputs(2, 4, 13, 3, seed=1), make_inputs(2, 4, 13, 3, seed=2)
+    directions = [dict(forward), dict(backward)]
+    directions[missing][name] = None
+    names = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+    pairs = {n: (directions[0][n], directions[1][n]) for n in names}
+    y_f, y_b = selective_scan_bidirectional(**pairs, discretization='foh')
+    references = [selective_scan_naive(**directions[d], discretization='foh', reverse=d == 1) for d in (0, 1)]
+    assert_close('forward', references[0], y_f, atol=1e-10, rtol=1e-9)
+    assert_close('backward', references[1], y_b, atol=1e-10, rtol=1e-9)
+    (y_f.sum() + y_b.sum()).backward()
+    present = directions[1 - missing][name]
+    assert present.grad is not None and present.grad.abs().sum() > 0
+
+
+def test_bidirectional_wants_the_required_inputs_in_both_directions():
+    forward = make_inputs(2, 4, 13, 3, grad=False)
+    pairs = {n: (forward[n], forward[n]) for n in ('u', 'delta', 'A', 'B', 'C')}
+    pairs['B'] = (forward['B'], None)
+    with pytest.raises(ValueError, match=r'B must be given for both directions, got None for the backward one'):
+        selective_scan_bidirectional(**pairs)
+
+
+def test_cuda_reports_what_it_cannot_run():
+    u = torch.zeros(2, 4, 10, dtype=torch.bfloat16)
+    A = torch.zeros(4, 3)
+    B_bf16 = torch.zeros(2, 3, 10, dtype=torch.bfloat16)
+    B_fp32 = B_bf16.float()
+    assert cuda_scan.unsupported_reason(u, B_bf16, A, B_bf16) is None
+    assert cuda_scan.unsupported_reason(u, B_fp32, A, B_fp32) is None
+    for B, C in ((B_bf16, B_fp32), (B_fp32, B_bf16)):
+        assert cuda_scan.unsupported_reason(u, B, A, C) == (
+            f'the CUDA kernels take B and C in one dtype (both torch.bfloat16 or both float32), got B {B.dtype} and '
+            f'C {C.dtype}')
+    assert 'at most 32 states, got N=33' in cuda_scan.unsupported_reason(u, B_bf16, torch.zeros(4, 33), B_bf16)
+    big_batch = torch.zeros(cuda_scan.MAX_BATCH + 1, 1, 1, dtype=torch.bfloat16)
+    assert 'at most 65535 batch elements, got batch=65536' in cuda_scan.unsupported_reason(
+        big_batch, torch.zeros(cuda_scan.MAX_BATCH + 1, 3, 1, dtype=torch.bfloat16), A[:1], None)
+
+
+def test_auto_skips_cuda_for_inputs_it_cannot_run(monkeypatch):
+    """With B and C in different dtypes (both allowed by the API), auto takes the next backend and an explicit
+    backend='cuda' says why not; the backend list is faked, so that this runs without a GPU."""
+    monkeypatch.setattr(scan_module, 'available_backends', lambda device: ['cuda', 'triton', 'torch'])
+    inputs = make_inputs(2, 4, 10, 3, dtype=torch.bfloat16, device='cpu', grad=False)
+    u, A, B = inputs['u'], inputs['A'].float(), inputs['B']
+    assert scan_module._resolve_backend('auto', u, B, A, inputs['C']) == 'cuda'
+    C = inputs['C'].float()
+    assert scan_module._resolve_backend('auto', u, B, A, C) == 'triton'
+    with pytest.raises(ValueError, match=r"backend='cuda' cannot run this call: the CUDA kernels take B and C in one "
+                                         r'dtype .* got B torch.bfloat16 and C torch.float32\. Use backend=.auto.'):
+        scan_module._resolve_backend('cuda', u, B, A, C)

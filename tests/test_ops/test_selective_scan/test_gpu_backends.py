@@ -18,7 +18,7 @@ from mmssm.ops.selective_scan import (
     selective_scan_naive,
 )
 
-from .helpers import make_inputs
+from .helpers import assert_all_close, float64_copies, make_inputs, outputs_and_grads
 
 pytestmark = pytest.mark.gpu
 
@@ -235,3 +235,101 @@ def test_torch_compile_fullgraph_through_a_vim_block():
     torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
     for grad, ref in zip(compiled_grads, grads):
         torch.testing.assert_close(grad, ref, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('backend', _backend_params())
+def test_softplus_of_very_negative_delta(backend):
+    """delta + delta_bias around -30, where softplus is ~1e-13: y, the last state and every gradient keep their
+    size (log(1 + exp(x)) in float32 would make the steps 0 and all of them 0)."""
+    inputs = make_inputs(2, 8, 197, 16, groups=2, dtype=torch.float32, device='cuda', seed=9)
+    inputs['delta'] = (inputs['delta'].detach() - 30.0).requires_grad_()
+    inputs['D'] = inputs['z'] = None
+    reference = outputs_and_grads(selective_scan_naive, float64_copies(inputs), discretization='zoh')
+    results = outputs_and_grads(selective_scan, inputs, discretization='zoh', backend=backend)
+    assert_all_close(f'{backend} softplus tail', reference, results, relative=1e-4)
+
+
+@pytest.mark.parametrize('gate', ['both', 'forward_only'])
+@pytest.mark.parametrize('backend', _backend_params())
+def test_bidirectional_with_options_in_one_direction_only(backend, gate):
+    """D in the forward direction only and delta_bias in the backward one (zeros in one launch); a gate in one
+    direction only runs two launches. Against the float64 loop of each direction."""
+    directions = [make_inputs(2, 8, 197, 16, groups=2, dtype=torch.float32, device='cuda', seed=s) for s in (3, 4)]
+    directions[0]['delta_bias'] = None
+    directions[1]['D'] = None
+    if gate == 'forward_only':
+        directions[1]['z'] = None
+    pairs = {name: (directions[0][name], directions[1][name]) for name in NAMES}
+    outputs = selective_scan_bidirectional(**pairs, discretization='poly', backend=backend)
+    leaves = [[t for t in d.values() if t is not None] for d in directions]
+    grads = torch.autograd.grad(outputs[0].sum() + 2 * outputs[1].sum(), leaves[0] + leaves[1])
+    for direction, inputs in enumerate(directions):
+        reference = float64_copies(inputs)
+        y_ref = selective_scan_naive(**reference, discretization='poly', reverse=direction == 1)
+        ref_leaves = [t for t in reference.values() if t is not None]
+        ref_grads = torch.autograd.grad((1 + direction) * y_ref.sum(), ref_leaves)
+        torch.testing.assert_close(outputs[direction].double(), y_ref, rtol=1e-4,
+                                   atol=1e-4 * y_ref.abs().max().item())
+        ours = grads[:len(leaves[0])] if direction == 0 else grads[len(leaves[0]):]
+        for grad, ref in zip(ours, ref_grads):
+            torch.testing.assert_close(grad.double(), ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+
+
+def test_auto_falls_back_when_the_cuda_kernels_cannot_take_b_and_c():
+    """bf16 u and B with float32 C (allowed by the API; the CUDA kernels read B and C in one dtype): auto runs it
+    on another backend, and backend='cuda' says why it cannot."""
+    inputs = make_inputs(2, 8, 197, 16, dtype=torch.bfloat16, device='cuda', seed=8, grad=False)
+    for name in ('A', 'C', 'D', 'delta_bias'):
+        inputs[name] = inputs[name].float()
+    from mmssm.ops.selective_scan import _resolve_backend
+    assert _resolve_backend('auto', inputs['u'], inputs['B'], inputs['A'], inputs['C']) != 'cuda'
+    y = selective_scan(**inputs, discretization='highorder')
+    y_ref = selective_scan(**inputs, discretization='highorder', backend='torch')
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
+    if 'cuda' in available_backends('cuda'):
+        with pytest.raises(ValueError, match=r"backend='cuda' cannot run this call: the CUDA kernels take B and C "
+                                             r'in one dtype'):
+            selective_scan(**inputs, backend='cuda')
+
+
+@pytest.mark.slow
+def test_bidirectional_launch_past_int32_offsets():
+    """B * D * L >= 2^31 elements a direction (bf16, 4 GiB a tensor, ~60 GiB in all): the second direction of a
+    one-launch bidirectional scan lies past int32 offsets. Its outputs and the gradients of u and delta, on slices
+    at both ends of the batch, against the torch path on those slices (the first direction's too)."""
+    batch, dim, length, state = 2, 32768, 32800, 4
+    assert batch * dim * length >= 2 ** 31
+    generator = torch.Generator(device='cuda').manual_seed(0)
+
+    def randn(*shape, scale=1.0, dtype=torch.bfloat16):
+        return torch.randn(*shape, generator=generator, device='cuda', dtype=dtype).mul_(scale)
+
+    directions = []
+    for _ in range(2):
+        directions.append(dict(
+            u=randn(batch, dim, length).requires_grad_(), delta=randn(batch, dim, length, scale=0.5).requires_grad_(),
+            A=-(0.2 + torch.rand(dim, state, generator=generator, device='cuda')), B=randn(batch, state, length),
+            C=randn(batch, state, length), delta_bias=randn(dim, scale=0.3, dtype=torch.float32) - 0.5))
+    names = ('u', 'delta', 'A', 'B', 'C', 'delta_bias')
+    outputs = selective_scan_bidirectional(**{n: (directions[0][n], directions[1][n]) for n in names},
+                                           backend='triton')
+    grads = torch.autograd.grad(outputs[0].sum() + outputs[1].sum(),
+                                [directions[d][n] for d in (0, 1) for n in ('u', 'delta')])
+    grads = [grads[:2], grads[2:]]
+    channels = 16
+    for direction, b, first in ((0, batch - 1, dim - channels), (1, 0, 0), (1, batch - 1, dim - channels)):
+        part = slice(first, first + channels)
+        inputs = directions[direction]
+        sliced = dict(u=inputs['u'][b:b + 1, part].detach().requires_grad_(),
+                      delta=inputs['delta'][b:b + 1, part].detach().requires_grad_(), A=inputs['A'][part],
+                      B=inputs['B'][b:b + 1], C=inputs['C'][b:b + 1], delta_bias=inputs['delta_bias'][part])
+        y_ref = selective_scan(**sliced, reverse=direction == 1, backend='torch')
+        ref_grads = torch.autograd.grad(y_ref, [sliced['u'], sliced['delta']], torch.ones_like(y_ref))
+        label = f'direction {direction}, batch {b}, channels {first}..{first + channels - 1}'
+        y = outputs[direction][b:b + 1, part]
+        for name, out, ref in (('y', y, y_ref), ('du', grads[direction][0][b:b + 1, part], ref_grads[0]),
+                               ('ddelta', grads[direction][1][b:b + 1, part], ref_grads[1])):
+            out, ref = out.float(), ref.float()
+            assert torch.isfinite(out).all(), f'{label} {name}: non-finite values'
+            torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item(),
+                                       msg=lambda m, label=label, name=name: f'{label} {name}: {m}')

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from mmssm.ops.selective_scan import METHODS, selective_scan, selective_scan_naive
+from mmssm.ops.selective_scan import METHODS, selective_scan, selective_scan_naive, torch_scan
 
-from .helpers import assert_close, make_inputs
+from .helpers import assert_all_close, assert_close, float64_copies, make_inputs, outputs_and_grads
 
 GRAD_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 
@@ -88,6 +88,47 @@ def test_optional_arguments_can_be_left_out():
         y = selective_scan(**inputs, discretization=method, delta_softplus=False)
         y_ref = selective_scan_naive(**inputs, discretization=method, delta_softplus=False)
         assert_close(method, y_ref, y, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+@pytest.mark.parametrize('method', ['zoh', 'poly'])
+def test_autocast_does_not_lower_the_precision(method, device):
+    """Under bfloat16 autocast, float32 inputs still get float32 math, forward and backward (backward run inside
+    the autocast region too): a bfloat16 C h matmul would be off by ~2e-3 instead of ~1e-7."""
+    inputs = make_inputs(2, 4, 63, 16, groups=2, dtype=torch.float32, device=device, seed=21)
+    reference = outputs_and_grads(selective_scan_naive, float64_copies(inputs), discretization=method)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        results = outputs_and_grads(selective_scan, inputs, discretization=method, chunk_size=16, backend='torch')
+    assert_all_close(f'{method} under autocast', reference, results, relative=1e-5)
+
+
+def test_chunk_length_keeps_saved_states_sqrt_length():
+    # small batch * dim * N: the cache-sized chunk
+    assert torch_scan.chunk_length(2, 4, 16, length=100) == torch_scan.CHUNK_ELEMENTS // 128
+    # large: at least sqrt(L) steps (and MIN_CHUNK), not 1
+    assert torch_scan.chunk_length(64, 768, 16, length=197) == 15
+    assert torch_scan.chunk_length(64, 768, 16, length=10) == torch_scan.MIN_CHUNK
+    assert torch_scan.chunk_length(64, 768, 16, chunk_size=3, length=197) == 3
+
+
+def test_large_batch_saves_o_sqrt_length_states():
+    """batch * dim * N = CHUNK_ELEMENTS, where a cache-sized chunk would be one step: what autograd keeps for the
+    backward must still be far below one (batch, dim, N) state per step."""
+    batch, dim, length, state = 4, 256, 100, 256
+    inputs = make_inputs(batch, dim, length, state, dtype=torch.float32, device='cpu', seed=2)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        y = selective_scan(**inputs, backend='torch')
+    all_states = length * batch * dim * state
+    # 10 chunk-start states, the inputs and a few (batch, dim, L) intermediates: ~0.14 of all_states
+    assert sum(saved) < all_states / 4, f'saved {sum(saved)} elements, all states {all_states}'
+    y.sum().backward()
+    assert torch.isfinite(inputs['A'].grad).all()
 
 
 @pytest.mark.gpu
