@@ -2,7 +2,8 @@
 # lr decay. Vim's single stride-16 map is turned into strides 4/8/16/32 by mmssm.PlainPyramidNeck, then an FPN.
 # Data: data/coco in MMDetection's layout.
 # ImageNet weights: convert an original Vim-T checkpoint with tools/model_converters/vim2mmssm.py --backbone-only
-# and set vim_checkpoint below to the converted file.
+# and pass it as `--cfg-options model.backbone.init_cfg.checkpoint=PATH`, or in a child config as
+# `model = dict(backbone=dict(init_cfg=dict(checkpoint=PATH)))`. checkpoint=None (here) trains from scratch.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -12,7 +13,6 @@ _base_ = [
 custom_imports = dict(imports=['mmssm.models', 'mmssm.engine'], allow_failed_imports=False)
 
 embed_dims = 192
-vim_checkpoint = None  # path of a converted Vim-T checkpoint (backbone keys only)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     backbone=dict(
@@ -26,7 +26,7 @@ model = dict(
         out_indices=(5, 11, 17, 23),
         drop_path_rate=0.1,
         discretization='zoh',
-        init_cfg=None if vim_checkpoint is None else dict(type='Pretrained', checkpoint=vim_checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=None)),  # None: from scratch; a path: see the header
     neck=[
         dict(type='mmssm.PlainPyramidNeck', in_channels=embed_dims, scales=(4, 2, 1, 0.5), norm_cfg=norm_cfg),
         dict(type='FPN', in_channels=[embed_dims] * 4, out_channels=256, num_outs=5),

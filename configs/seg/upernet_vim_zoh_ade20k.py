@@ -3,7 +3,8 @@
 # the sibling configs upernet_vim_<method>_ade20k.py change only the discretization.
 # Data: data/ade/ADEChallengeData2016 in MMSegmentation's layout.
 # ImageNet weights: convert an original Vim-T checkpoint with tools/model_converters/vim2mmssm.py --backbone-only
-# and set vim_checkpoint below to the converted file.
+# and pass it as `--cfg-options model.backbone.init_cfg.checkpoint=PATH`, or in a child config as
+# `model = dict(backbone=dict(init_cfg=dict(checkpoint=PATH)))`. checkpoint=None (here) trains from scratch.
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py',
     'mmseg::_base_/datasets/ade20k.py',
@@ -14,7 +15,6 @@ custom_imports = dict(imports=['mmssm.models', 'mmssm.engine'], allow_failed_imp
 
 crop_size = (512, 512)
 embed_dims = 192
-vim_checkpoint = None  # path of a converted Vim-T checkpoint (backbone keys only)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -30,7 +30,7 @@ model = dict(
         out_indices=(5, 11, 17, 23),
         drop_path_rate=0.1,
         discretization='zoh',
-        init_cfg=None if vim_checkpoint is None else dict(type='Pretrained', checkpoint=vim_checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=None)),  # None: from scratch; a path: see the header
     neck=dict(
         _delete_=True,
         type='mmssm.PlainPyramidNeck',

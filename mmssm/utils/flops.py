@@ -20,10 +20,19 @@ path is untouched.
     analyzer.by_operator()['selective_scan']        # the scan's part
 
 ``with scan_flop_counting(): mmengine.analysis.get_model_complexity_info(model, ...)`` counts the scan too.
+
+On a GPU the scan runs on a compiled backend (Triton or the CUDA extension) through the custom op
+``mmssm::selective_scan_fwd``, which a jit trace cannot record (its ``reverse`` argument is a list of bools,
+which ``torch.jit.trace`` refuses). Inside the context, the backends' entry point
+(``mmssm.ops.selective_scan.compiled.scan``, one call for one or both directions) goes through
+``mmssm_analysis::compiled_selective_scan`` instead, which calls it unchanged (the same kernels run) and takes
+``reverse`` as ints; :func:`compiled_scan_flop_jit` counts that node with the same formula, per direction, under
+the same ``by_operator`` key.
 """
 import contextlib
 import functools
 import os
+from collections import Counter
 
 import torch
 from mmengine.analysis import FlopAnalyzer
@@ -31,10 +40,12 @@ from mmengine.analysis import complexity_analysis as _mmengine_complexity
 from mmengine.analysis.jit_handles import get_shape
 
 import mmssm.ops.selective_scan as _scan_package
+import mmssm.ops.selective_scan.compiled as _compiled_package
 from mmssm.ops.selective_scan import METHODS, NEIGHBOURS
 
 SCAN_OP = 'mmssm_analysis::selective_scan'
 SCAN_OP_KEY = 'selective_scan'  # the op's name in FlopAnalyzer.by_operator()
+COMPILED_SCAN_OP = 'mmssm_analysis::compiled_selective_scan'  # the Triton / CUDA backends' scan, inside the context
 
 # FLOPs per (batch, dim, L, N) element to evaluate A_bar(x) and the input weights W_j(x) from x = delta * a, as
 # written in docs/discretization.md. Rule: +, -, *, / and exp count 1 each, a multiply followed by an add
@@ -157,11 +168,64 @@ def selective_scan_flop_jit(inputs: list, outputs: list) -> int:
                             with_d=not _is_none(inputs[5]), with_z=not _is_none(inputs[6]))
 
 
+@torch.library.custom_op(COMPILED_SCAN_OP, mutates_args=())
+def _compiled_scan_op(backend: str, u: list[torch.Tensor], delta: list[torch.Tensor], A: list[torch.Tensor],
+                      B: list[torch.Tensor], C: list[torch.Tensor], D: list[torch.Tensor],
+                      delta_bias: list[torch.Tensor], z: list[torch.Tensor], softplus: bool, method: str,
+                      reverse: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compiled backends' scan of one or two directions (``compiled.scan``) as one traceable op."""
+    out, last = _ORIGINAL_COMPILED_SCAN[0](backend, u, delta, A, B, C, D, delta_bias, z, softplus, method,
+                                           [bool(r) for r in reverse])
+    return out, last
+
+
+@_compiled_scan_op.register_fake
+def _compiled_scan_op_fake(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse):
+    batch, dim, length = u[0].shape
+    return (u[0].new_empty((len(u), batch, dim, length)),
+            u[0].new_empty((len(u), batch, dim, A[0].shape[1]), dtype=torch.float32))
+
+
+_ORIGINAL_COMPILED_SCAN = [None]
+
+
+def _routed_compiled_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse):
+    return torch.ops.mmssm_analysis.compiled_selective_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus,
+                                                            method, [int(r) for r in reverse])
+
+
+def _list_length(value) -> int:
+    """Number of elements of a traced list argument (a prim::ListConstruct node or a constant)."""
+    node = value.node()
+    if node.kind() == 'prim::ListConstruct':
+        return len(list(node.inputs()))
+    constant = value.toIValue()
+    return 0 if constant is None else len(constant)
+
+
+def compiled_scan_flop_jit(inputs: list, outputs: list) -> Counter:
+    """MMEngine/fvcore op handle of ``mmssm_analysis::compiled_selective_scan`` (the compiled backends, one or two
+    directions per call): :func:`count_scan_flops` per direction, under the same key as the torch path's scan.
+    These backends always get a D (zeros when the caller gave none), so D is counted."""
+    out_shape, last_shape = get_shape(outputs[0]), get_shape(outputs[1])
+    if out_shape is None or last_shape is None:
+        raise RuntimeError('compiled_scan_flop_jit: the trace has no shapes for the scan outputs.')
+    directions, batch, dim, length = out_shape
+    discretization = inputs[10].toIValue()
+    flops = count_scan_flops(batch, dim, length, last_shape[-1], discretization, bidirectional=False,
+                             with_d=True, with_z=_list_length(inputs[8]) > 0)
+    return Counter({SCAN_OP_KEY: directions * flops})
+
+
+SCAN_HANDLES = {SCAN_OP: selective_scan_flop_jit, COMPILED_SCAN_OP: compiled_scan_flop_jit}
+
+
 @contextlib.contextmanager
 def scan_flop_counting(register_handle: bool = True):
-    """Inside this context every selective scan runs as the single op ``mmssm_analysis::selective_scan`` (same
-    results), so that a jit trace sees it; with ``register_handle`` MMEngine's default FLOP handles also count it,
-    so ``FlopAnalyzer`` and ``get_model_complexity_info`` created inside include the scan.
+    """Inside this context every selective scan runs as the single op ``mmssm_analysis::selective_scan`` (the
+    torch path) or ``mmssm_analysis::compiled_selective_scan`` (the Triton / CUDA backends), with the same results,
+    so that a jit trace sees it; with ``register_handle`` MMEngine's default FLOP handles also count it, so
+    ``FlopAnalyzer`` and ``get_model_complexity_info`` created inside include the scan.
 
     Not thread-safe (it swaps module attributes), and the op has no autograd: trace under ``torch.no_grad()``.
     """
@@ -169,21 +233,28 @@ def scan_flop_counting(register_handle: bool = True):
     saved_scan = package._selective_scan_torch
     saved_original = _ORIGINAL_SCAN[0]
     handles = _mmengine_complexity._DEFAULT_SUPPORTED_FLOP_OPS
-    had_handle, saved_handle = SCAN_OP in handles, handles.get(SCAN_OP)
+    saved_handles = {op: handles[op] for op in SCAN_HANDLES if op in handles}
     if saved_scan is not _routed_scan:  # nested contexts keep the real implementation
         _ORIGINAL_SCAN[0] = saved_scan
     package._selective_scan_torch = _routed_scan
+    saved_compiled, saved_compiled_original = _compiled_package.scan, _ORIGINAL_COMPILED_SCAN[0]
+    if saved_compiled is not _routed_compiled_scan:
+        _ORIGINAL_COMPILED_SCAN[0] = saved_compiled
+    _compiled_package.scan = _routed_compiled_scan  # selective_scan imports it at each call
     if register_handle:
-        handles[SCAN_OP] = selective_scan_flop_jit
+        handles.update(SCAN_HANDLES)
     try:
         yield
     finally:
         package._selective_scan_torch = saved_scan
         _ORIGINAL_SCAN[0] = saved_original
-        if had_handle:
-            handles[SCAN_OP] = saved_handle
-        else:
-            handles.pop(SCAN_OP, None)
+        _compiled_package.scan = saved_compiled
+        _ORIGINAL_COMPILED_SCAN[0] = saved_compiled_original
+        for op in SCAN_HANDLES:
+            if op in saved_handles:
+                handles[op] = saved_handles[op]
+            else:
+                handles.pop(op, None)
 
 
 @contextlib.contextmanager
@@ -217,14 +288,15 @@ def analyze_flops(model: torch.nn.Module, inputs, count_scan: bool = True, quiet
     if quiet:
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
     if count_scan:
-        analyzer.set_op_handle(**{SCAN_OP: selective_scan_flop_jit})
+        analyzer.set_op_handle(**SCAN_HANDLES)
     with scan_flop_counting(register_handle=False), _no_scan_compile(), torch.no_grad():
         analyzer.total()  # traces now, while the scan is one op
-    routed = scan_flops(analyzer) > 0 or SCAN_OP in analyzer.unsupported_ops()
+    routed = scan_flops(analyzer) > 0 or any(op in analyzer.unsupported_ops() for op in SCAN_HANDLES)
     mixers = [name for name, module in model.named_modules() if type(module).__name__ == 'MambaMixer']
-    if mixers and not routed:  # a scan path that bypasses _selective_scan_torch would go uncounted
+    if mixers and not routed:  # a scan path that bypasses both ops would go uncounted
         raise RuntimeError(f'analyze_flops: {mixers[0]} ran, but no selective scan reached the trace as '
-                           f'{SCAN_OP}; mmssm.utils.flops.scan_flop_counting no longer intercepts the scan.')
+                           f'{SCAN_OP} or {COMPILED_SCAN_OP}; mmssm.utils.flops.scan_flop_counting no longer '
+                           f'intercepts the scan.')
     return analyzer
 
 

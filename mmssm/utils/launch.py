@@ -8,6 +8,8 @@ import os.path as osp
 from mmengine.config import Config, ConfigDict
 
 TASK_OF_SCOPE = dict(mmpretrain='classification', mmseg='segmentation', mmdet='detection')
+# top-level config variables that earlier mmssm configs read and that nothing reads now -> what replaces them
+RETIRED_KEYS = {'vim_checkpoint': 'model.backbone.init_cfg.checkpoint'}
 DEMO_HINT = ('To see the whole pipeline without the dataset, run the demo instead: `make demo`, or generate the '
              'demo data with `python tools/misc/make_demo_data.py` and train a config from configs/*/*_demo.py.')
 
@@ -26,6 +28,9 @@ def check_cfg_options(cfg: Config, options: dict | None) -> None:
         return
     known = set(_keys(cfg._cfg_dict.to_dict()))
     for key in options:
+        if key in RETIRED_KEYS and key not in known:
+            raise ValueError(f'--cfg-options: {key} is no longer read by mmssm configs; set '
+                             f'{RETIRED_KEYS[key]}=... instead.')
         parts = key.split('.')
         if key in known or any(part.isdigit() for part in parts):
             continue
@@ -50,6 +55,11 @@ def load_config(path: str, options: dict | None = None) -> Config:
         raise FileNotFoundError(f'config file {path!r} does not exist; the configs are in configs/cls, '
                                 f'configs/seg and configs/det.')
     cfg = Config.fromfile(path)
+    for key, replacement in RETIRED_KEYS.items():
+        if key in cfg:  # e.g. a child config written for an older mmssm: it would be silently ignored
+            raise ValueError(f'{path} sets {key}, which mmssm configs no longer read (so it would do nothing); set '
+                             f'{replacement} instead, e.g. model = dict(backbone=dict(init_cfg=dict('
+                             f'checkpoint=...))) in the config.')
     check_cfg_options(cfg, options)
     if options:
         cfg.merge_from_dict(options)

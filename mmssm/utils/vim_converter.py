@@ -26,8 +26,13 @@ Which file goes with which way of loading (MMEngine 0.10):
 * the backbone-only form: a backbone ``init_cfg=dict(type='Pretrained', checkpoint=...)`` without ``prefix``,
   or ``load_checkpoint(backbone, ...)`` / ``backbone.load_state_dict(...)``.
 
-``Pretrained`` loads with ``strict=False`` and only logs the keys that did not match, so a form that does not fit
-the way of loading leaves the model silently randomly initialized: check the log for "missing keys".
+``Pretrained`` loads with ``strict=False`` and only logs the keys that did not match; mmssm's Vim raises an error
+when a checkpoint gives it none of its weights (the wrong form for the way of loading), but a partial match is only
+logged: check the log for "missing keys".
+
+The converted state dict records, in its metadata (as a state dict of mmssm's Vim does), the position
+embedding's grid and where the class token was, so that the weights load into a Vim without a class token or of
+another grid.
 """
 import math
 import re
@@ -173,10 +178,24 @@ def _target(key, backbone_only):
     raise KeyError(key)
 
 
-def vim_conversion(checkpoint: dict, backbone_only: bool = False) -> VimConversion:
-    """Convert an original Vim checkpoint and say what was mapped and dropped. See the module's docstring."""
+CLS_POSITIONS = ('middle', 'head')
+
+
+def vim_conversion(checkpoint: dict, backbone_only: bool = False, cls_token: str = 'middle') -> VimConversion:
+    """Convert an original Vim checkpoint and say what was mapped and dropped. See the module's docstring.
+
+    ``cls_token`` is where the original put its class token ('middle', the released models'
+    ``use_middle_cls_token=True``, or 'head'), which the weights cannot tell; it is recorded, with the position
+    embedding's grid, in the state dict's metadata, so that mmssm's Vim can load the weights into a model without a
+    class token (dropping that token's position-embedding slot) or of another grid.
+    """
+    if cls_token not in CLS_POSITIONS:
+        raise ValueError(f'cls_token must be one of {CLS_POSITIONS} (where the original model put its class '
+                         f'token), got {cls_token!r}.')
     state_dict, others = _unwrap(checkpoint)
     arch = infer_vim_arch(state_dict)
+    if arch['cls_token'] != 'none':
+        arch['cls_token'] = cls_token
     result = VimConversion(state_dict=OrderedDict(), arch=arch, ignored_entries=others)
     unknown = []
     for key, value in state_dict.items():
@@ -195,10 +214,15 @@ def vim_conversion(checkpoint: dict, backbone_only: bool = False) -> VimConversi
     if unknown:
         raise ValueError(f'Vim checkpoint with keys the converter does not know (refusing to drop them silently): '
                          f'{_preview(unknown)}.')
+    if arch['pos_embed']:  # read by Vim's pos_embed loading (the metadata a state dict of mmssm's Vim has)
+        layout = dict(cls_token=arch['cls_token'])
+        if arch['pos_grid'] is not None:
+            layout['pos_embed_grid'] = list(arch['pos_grid'])
+        result.state_dict._metadata = OrderedDict({'' if backbone_only else 'backbone': layout})
     return result
 
 
-def convert_vim_checkpoint(checkpoint: dict, backbone_only: bool = False) -> dict:
+def convert_vim_checkpoint(checkpoint: dict, backbone_only: bool = False, cls_token: str = 'middle') -> dict:
     """Convert an original Vim (hustvl/Vim) checkpoint to mmssm's layout.
 
     Args:
@@ -207,6 +231,8 @@ def convert_vim_checkpoint(checkpoint: dict, backbone_only: bool = False) -> dic
         backbone_only (bool): return only the backbone's keys, without the 'backbone.' prefix, and drop the
             classifier head. Default: False (keys ``backbone.*`` and ``head.fc.*``, for an MMPretrain
             ``ImageClassifier`` with a ``LinearClsHead``).
+        cls_token (str): where the original model put its class token: 'middle' (the released models) or
+            'head'; recorded in the state dict's metadata (see :func:`vim_conversion`).
 
     Returns:
         OrderedDict: the converted state dict.
@@ -215,7 +241,7 @@ def convert_vim_checkpoint(checkpoint: dict, backbone_only: bool = False) -> dic
         ValueError: for a checkpoint that is not a Vim one, has keys the converter does not know, or a variant
             mmssm does not support (two class tokens, layer scale, the bimamba "v1" mixer).
     """
-    return vim_conversion(checkpoint, backbone_only).state_dict
+    return vim_conversion(checkpoint, backbone_only, cls_token).state_dict
 
 
 def _int_if_whole(value):
@@ -275,7 +301,8 @@ def infer_vim_arch(state_dict: dict) -> dict:
                          f'patch_size and stride so that the grid has that many patches.')
     if has_cls:
         notes.append("the class token's position cannot be told from the weights: cls_token='middle' is the "
-                     "released models' (use_middle_cls_token=True); use 'head' for a model trained with it first.")
+                     "released models' (use_middle_cls_token=True); use 'head' (vim2mmssm.py --cls-token head) for "
+                     "a model trained with it first.")
     else:
         notes.append("no class token: the original pooled with final_pool_type ('mean' -> out_type='mean'; its "
                      "default 'none' took the last token, which mmssm's Vim has no out_type for).")
@@ -319,8 +346,8 @@ def vim_config_snippet(arch: dict, backbone_only: bool = False, checkpoint: str 
         lines.append("        cls_token='none',")
         lines.append("        out_type='mean',")
     else:
-        lines.append("        cls_token='middle',  # cannot be told from the weights: 'head' if the class token "
-                     "came first")
+        lines.append(f"        cls_token={arch['cls_token']!r},  # cannot be told from the weights (the converter's "
+                     "--cls-token)")
     if not arch['pos_embed']:
         lines.append('        pos_embed=False,')
     if arch['rope']:

@@ -17,6 +17,7 @@ import mmssm.ops.selective_scan as scan_package
 from mmssm.models.backbones.vim import Vim
 from mmssm.ops.selective_scan import METHODS, selective_scan
 from mmssm.utils.flops import (
+    COMPILED_SCAN_OP,
     SCAN_OP,
     analyze_flops,
     count_scan_flops,
@@ -109,6 +110,93 @@ def test_scan_that_escapes_the_trace_is_an_error(monkeypatch):
     monkeypatch.setattr(flops, 'scan_flop_counting', lambda register_handle=True: contextlib.nullcontext())
     with pytest.raises(RuntimeError, match='no selective scan reached the trace'):
         analyze_flops(_tiny_vim(), (torch.randn(1, 3, 32, 32),))
+
+
+class _TorchStandIn:
+    """A stand-in for the triton / cuda backend module of mmssm.ops.selective_scan.compiled, computing each
+    direction with the torch path, so that on a CPU the model's scan goes through the custom op
+    mmssm::selective_scan_fwd as on a GPU."""
+
+    def __init__(self, torch_scan):
+        self.torch_scan = torch_scan
+        self.calls = 0
+
+    def forward(self, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save):
+        self.calls += 1
+        outs, lasts = [], []
+        for d in range(len(u)):
+            y, last = self.torch_scan(u[d], delta[d], A[d], B[d], C[d], D[d], z[d] if z else None, delta_bias[d],
+                                      softplus, method, reverse[d], None)
+            outs.append(y)
+            lasts.append(last)
+        return outs, lasts, [u[0].new_zeros(0, dtype=torch.float32) for _ in u]
+
+    def saved_shape(self, batch, dim, length, state, save):
+        return (0,)
+
+
+def take_compiled_path(monkeypatch):
+    """From here on every scan takes the GPU backends' route (the 'triton' backend, through the custom op)."""
+    import mmssm.ops.selective_scan.compiled as compiled
+    stand_in = _TorchStandIn(scan_package._selective_scan_torch)
+    monkeypatch.setattr(scan_package, '_resolve_backend', lambda backend, *tensors: 'triton')
+    monkeypatch.setattr(compiled, 'backend_module', lambda backend: stand_in)
+    return stand_in
+
+
+@pytest.mark.parametrize('method,bidirectional', [('zoh', True), ('rk4', True), ('bilinear', False)])
+def test_compiled_scan_is_counted_as_the_torch_one(monkeypatch, method, bidirectional):
+    model = _tiny_vim(discretization=method, bidirectional=bidirectional)
+    inputs = torch.randn(1, 3, 32, 32)
+    reference = analyze_flops(model, (inputs,))  # the CPU route
+    with torch.no_grad():
+        expected_out = model(inputs)
+    compiled_path = take_compiled_path(monkeypatch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs), expected_out)  # the stand-in computes the same
+    assert compiled_path.calls == 2
+    analyzer = analyze_flops(model, (inputs,))
+    assert compiled_path.calls > 2  # the trace went through the custom op
+    per_block = count_scan_flops(1, 64, 17, 4, method, bidirectional=bidirectional)
+    assert scan_flops(analyzer) == scan_flops(reference) == 2 * per_block
+    assert analyzer.total() == reference.total()
+    assert scan_flops(analyzer, 'layers.1.mixer') == per_block
+    uncounted = analyze_flops(model, (inputs,), count_scan=False)
+    assert COMPILED_SCAN_OP in uncounted.unsupported_ops() and SCAN_OP not in uncounted.unsupported_ops()
+    assert uncounted.total() == analyzer.total() - 2 * per_block
+    with scan_flop_counting(), torch.no_grad():  # the handle is also registered for get_model_complexity_info
+        info = get_model_complexity_info(model, inputs=(inputs,), show_table=False, show_arch=False)
+    assert info['flops'] == analyzer.total()
+    assert COMPILED_SCAN_OP not in mmengine_complexity._DEFAULT_SUPPORTED_FLOP_OPS
+
+
+def _compiled_backend_available():
+    if not torch.cuda.is_available():
+        return False
+    from mmssm.ops.selective_scan import available_backends
+    return available_backends('cuda') != ['torch']
+
+
+@pytest.mark.gpu
+def test_get_flops_on_cuda_with_a_compiled_scan():
+    """tools/analysis/get_flops.py --device cuda, where the scan runs on the CUDA extension or Triton: the same
+    count as on the CPU."""
+    if not _compiled_backend_available():
+        pytest.skip('no compiled scan backend (triton or the CUDA extension) on this machine')
+    model = _tiny_vim().cuda()
+    uncounted = analyze_flops(model, (torch.randn(1, 3, 32, 32, device='cuda'),), count_scan=False)
+    assert COMPILED_SCAN_OP in uncounted.unsupported_ops()  # the trace holds the compiled op
+    outputs = {}
+    for device in ('cpu', 'cuda'):
+        result = subprocess.run([sys.executable, *COMMANDS['flops_cls'], '--device', device], cwd=ROOT, env=ENV,
+                                capture_output=True, text=True, timeout=600)
+        outputs[device] = _ok((result.returncode, result.stdout, result.stderr))
+    from mmssm.ops import causal_conv1d
+    # with the causal-conv1d package the short convolution runs as its op on CUDA, which MMEngine does not count
+    rows = ('  selective scan',) if causal_conv1d._causal_conv1d_cuda is not None else ('FLOPs', '  selective scan')
+    for row in rows:
+        assert _count(outputs['cuda'], row) == _count(outputs['cpu'], row), (row, outputs['cuda'])
+    assert _count(outputs['cuda'], '  selective scan') == 2 * count_scan_flops(1, 64, 5, 4, 'zoh', bidirectional=True)
 
 
 # ---------------------------------------------------------------------------------------------- the CLI tools

@@ -1,11 +1,15 @@
 """The converter from original Vim (hustvl/Vim) checkpoints to mmssm's layout.
 
 The "original" checkpoints are made here from mmssm's own Vim by renaming its keys back to the original layout
-(written out in this file, independently of the converter), so a round trip must give the same model.
+(written out in this file, independently of the converter), so a round trip must give the same model; and, so that
+the layout is not only mmssm's idea of it, from the key names and shapes of the released Vim-T as hustvl/Vim's code
+defines them (tests/data/vim_tiny_official_keys.json).
 """
 import argparse
 import datetime
 import importlib.util
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -285,3 +289,74 @@ def test_cli_reports_a_non_vim_checkpoint(tmp_path):
     torch.save({'state_dict': {'conv1.weight': torch.zeros(8, 3, 3, 3)}}, src)
     with pytest.raises(SystemExit, match='Not a Vim checkpoint'):
         tool.main([str(src), str(tmp_path / 'out.pth')])
+
+
+# ------------------------------------------------------------------ the official Vim-T layout
+OFFICIAL_VIM_T = REPO / 'tests' / 'data' / 'vim_tiny_official_keys.json'
+
+
+@pytest.fixture(scope='module')
+def official_vim_t():
+    """A checkpoint with the key names and shapes of hustvl/Vim's released Vim-T (written out from its
+    models_mamba.py and mamba_simple.py into the JSON file), random values; as Vim's main.py saves it."""
+    spec = json.loads(OFFICIAL_VIM_T.read_text())
+    generator = torch.Generator().manual_seed(0)
+    weights = {key: torch.randn(shape, generator=generator) for key, shape in spec['keys'].items()}
+    return spec, {'model': weights, 'optimizer': {'state': {}}, 'epoch': 299}
+
+
+def test_official_vim_t_fixture_is_complete(official_vim_t):
+    spec, checkpoint = official_vim_t
+    keys = spec['keys']
+    assert len(keys) == spec['num_keys'] == 6 + 24 * 17 + 1
+    assert sum(math.prod(shape) for shape in keys.values()) == 7148008  # 7M parameters with the head, as the paper
+    assert keys['pos_embed'] == [1, 14 * 14 + 1, 192] and keys['layers.23.mixer.x_proj_b.weight'] == [12 + 32, 384]
+
+
+def test_official_vim_t_converts_every_key_and_loads_strictly(official_vim_t):
+    pytest.importorskip('mmpretrain')
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    spec, checkpoint = official_vim_t
+    result = vim_conversion(checkpoint)
+    assert sorted(original for original, _ in result.mapped) == sorted(spec['keys'])  # every key mapped ...
+    assert result.dropped == [] and result.ignored_entries == ['optimizer', 'epoch']  # ... none left over
+    assert len(set(new for _, new in result.mapped)) == len(spec['keys'])
+    arch = result.arch
+    assert (arch['embed_dims'], arch['depth'], arch['d_state'], arch['expand'], arch['patch_size']) == \
+        (192, 24, 16, 2, 16)
+    assert arch['pos_grid'] == (14, 14) and arch['cls_token'] == 'middle' and arch['bidirectional']
+    assert arch['norm'] == 'rms' and not arch['rope'] and arch['mixer_cfg'] == {} and arch['num_classes'] == 1000
+
+    # the Vim-T classifier of configs/cls, as mmpretrain builds it
+    cfg = Config.fromfile(str(REPO / 'configs' / 'cls' / 'vim-tiny-p16_8xb128_in1k.py'))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = MODELS.build(cfg.model)
+    loaded = classifier.load_state_dict(result.state_dict, strict=True)
+    assert not loaded.missing_keys and not loaded.unexpected_keys
+    own = classifier.state_dict()
+    for original, new in result.mapped:
+        assert torch.equal(own[new], checkpoint['model'][original]), (original, new)
+
+    backbone_only = convert_vim_checkpoint(checkpoint, backbone_only=True)
+    backbone = Vim(**{key: value for key, value in cfg.model.backbone.items() if key != 'type'})
+    backbone.load_state_dict(backbone_only, strict=True)
+
+
+def test_converted_class_token_slot_is_recorded(official_vim_t):
+    """The converter records the class token's position, so the weights load into a Vim without one (Vim's
+    segmentation setting), at another resolution."""
+    _, checkpoint = official_vim_t
+    for position, index in (('middle', 98), ('head', 0)):
+        converted = convert_vim_checkpoint(checkpoint, backbone_only=True, cls_token=position)
+        assert converted._metadata[''] == dict(cls_token=position, pos_embed_grid=[14, 14])
+        model = Vim('tiny', img_size=224, cls_token='none', out_type='featmap')
+        result = model.load_state_dict(converted, strict=False)
+        assert result.unexpected_keys == ['cls_token'] and not result.missing_keys
+        pos_embed = checkpoint['model']['pos_embed']
+        assert torch.equal(model.pos_embed, torch.cat([pos_embed[:, :index], pos_embed[:, index + 1:]], dim=1))
+    assert convert_vim_checkpoint(checkpoint)._metadata['backbone']['cls_token'] == 'middle'
+    with pytest.raises(ValueError, match="cls_token must be one of \\('middle', 'head'\\).*got 'tail'"):
+        convert_vim_checkpoint(checkpoint, cls_token='tail')

@@ -1,6 +1,6 @@
 """Convert an original Vision Mamba checkpoint (hustvl/Vim) to mmssm's layout.
 
-    python tools/model_converters/vim2mmssm.py SRC DST [--backbone-only] [--trust-pickle]
+    python tools/model_converters/vim2mmssm.py SRC DST [--backbone-only] [--cls-token {middle,head}] [--trust-pickle]
 
 DST holds ``{'state_dict': ..., 'meta': ...}`` (MMEngine's checkpoint layout). By default its keys are those of an
 MMPretrain ``ImageClassifier`` (``backbone.*`` and ``head.fc.*`` of a ``LinearClsHead``): use it with
@@ -27,6 +27,9 @@ def parse_args(argv=None):
     parser.add_argument('dst', help='where to write the converted checkpoint')
     parser.add_argument('--backbone-only', action='store_true',
                         help="keep only the backbone's weights, without the 'backbone.' prefix (drops the head)")
+    parser.add_argument('--cls-token', choices=['middle', 'head'], default='middle',
+                        help="where the original model put its class token (default: middle, the released "
+                             "models'); recorded with the weights, so that a Vim without a class token can load them")
     parser.add_argument('--trust-pickle', action='store_true',
                         help='allow loading SRC with weights_only=False if it needs it: this runs any code the '
                              'file holds, so only for files from a source you trust')
@@ -56,7 +59,7 @@ def main(argv=None):
         sys.exit('error: DST must differ from SRC.')
     checkpoint = load(args.src, args.trust_pickle)
     try:
-        result = vim_conversion(checkpoint, backbone_only=args.backbone_only)
+        result = vim_conversion(checkpoint, backbone_only=args.backbone_only, cls_token=args.cls_token)
     except ValueError as error:
         sys.exit(f'error: {args.src}: {error}')
     arch = result.arch

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
+from mmengine.model.weight_init import PretrainedInit, trunc_normal_
 from torch import nn
 
 from mmssm.ops.selective_scan import METHODS
@@ -18,6 +19,9 @@ from ..layers import MambaMixer, VisionRoPE2d, add_norm, resize_pos_embed
 
 CLS_POSITIONS = ('middle', 'head', 'none')
 OUT_TYPES = ('cls_token', 'mean', 'max', 'featmap', 'raw')
+FEATURE_SOURCES = ('stream', 'mixer')
+# the std of a standard normal truncated to [-2, 2]: dividing by it gives a truncated normal of the wanted std
+TRUNC_NORMAL_2STD = .87962566103423978
 
 
 def _to_2tuple(value, name):
@@ -70,6 +74,13 @@ class VimBlock(nn.Module):
         return self.mixer(normed), residual
 
 
+def _record_pos_embed_layout(module, state_dict, prefix, local_metadata):
+    """State-dict hook: record the pos_embed's grid and class-token slot in the state dict's metadata, so that a
+    checkpoint of any aspect loads into a model of another."""
+    local_metadata['pos_embed_grid'] = list(module.train_grid)
+    local_metadata['cls_token'] = module.cls_token_position
+
+
 @MODELS.register_module()
 class Vim(BaseModule):
     """Vision Mamba backbone for classification and dense prediction.
@@ -95,8 +106,12 @@ class Vim(BaseModule):
         out_type (str): what each output is: 'cls_token', 'mean' or 'max' over tokens ((B, C)), 'featmap' (NCHW
             patch map, for dense prediction) or 'raw' ((B, tokens, C)). Default: 'cls_token', or 'mean' when
             there is no class token.
-        out_indices (int | Sequence[int]): blocks whose output is returned; -1 is the last. The last block's
-            output goes through the final norm. Default: -1.
+        out_indices (int | Sequence[int]): blocks whose output is returned; -1 is the last. Default: -1.
+        feature_source (str): what a returned block output is: 'stream' (the residual stream after the block,
+            i.e. its input plus its mixer output; the last block's through the final norm) or 'mixer' (the
+            block's mixer output alone, no residual and no final norm: hustvl/Vim's segmentation backbone
+            ``VisionMambaSeg``; the final norm then gets no gradient, so DDP needs
+            ``find_unused_parameters=True``). Default: 'stream'.
         frozen_stages (int): -1 freezes nothing; 0 freezes the patch embedding, class token and position
             embedding; k > 0 also the first k blocks (k = depth also the final norm).
         norm_cfg (dict): norm of the blocks and the final norm. Default: ``dict(type='mmssm.RMSNorm', eps=1e-5)``;
@@ -117,6 +132,9 @@ class Vim(BaseModule):
         norm_eval (bool): keep batch norms (of the inverted-residual variant) in eval mode while training.
         init_cfg (dict, optional): MMEngine init config, e.g. ``dict(type='Pretrained', checkpoint=...)`` with a
             checkpoint in mmssm's layout (``tools/model_converters/vim2mmssm.py`` converts the original ones).
+            ``checkpoint=None`` trains from scratch (the task configs' default, so that
+            ``--cfg-options model.backbone.init_cfg.checkpoint=PATH`` sets it). A checkpoint none of whose keys
+            fit this backbone is an error, not a silent random init.
     """
 
     arch_zoo = {
@@ -129,7 +147,8 @@ class Vim(BaseModule):
 
     def __init__(self, arch='tiny', img_size=224, patch_size=16, stride=None, in_channels=3, bidirectional=True,
                  divide_out=True, cls_token='middle', pos_embed=True, rope=False, rope_residual=False,
-                 out_type=None, out_indices=-1, frozen_stages=-1, norm_cfg=None, residual_in_fp32=True,
+                 out_type=None, out_indices=-1, feature_source='stream', frozen_stages=-1, norm_cfg=None,
+                 residual_in_fp32=True,
                  fused_add_norm=True, drop_rate=0., drop_path_rate=0., with_cp=False, discretization='zoh',
                  conv_type='conv', se_ratio=None, mixer_cfg=None, norm_eval=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -145,6 +164,8 @@ class Vim(BaseModule):
             out_type = 'mean' if cls_token == 'none' else 'cls_token'
         if out_type not in OUT_TYPES:
             raise ValueError(f'Vim: out_type must be one of {OUT_TYPES}, got {out_type!r}.')
+        if feature_source not in FEATURE_SOURCES:
+            raise ValueError(f'Vim: feature_source must be one of {FEATURE_SOURCES}, got {feature_source!r}.')
         if out_type == 'cls_token' and cls_token == 'none':
             raise ValueError("Vim: out_type='cls_token' needs a class token; set cls_token='middle' or 'head', "
                              "or pool with out_type='mean' / 'max'.")
@@ -176,6 +197,7 @@ class Vim(BaseModule):
         self.cls_token_position = cls_token
         self.num_extra_tokens = self.num_extra_tokens_of[cls_token]
         self.out_type = out_type
+        self.feature_source = feature_source
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
@@ -191,8 +213,10 @@ class Vim(BaseModule):
         if pos_embed:
             self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_extra_tokens, self.embed_dims))
             self._register_load_state_dict_pre_hook(self._resize_pos_embed_on_load)
+            self.register_state_dict_post_hook(_record_pos_embed_layout)
         else:
             self.pos_embed = None
+        self._register_load_state_dict_pre_hook(self._probe_load)
         self.drop_after_pos = nn.Dropout(drop_rate)
         self.rope = VisionRoPE2d(self.embed_dims, self.train_grid) if rope else None
 
@@ -232,21 +256,53 @@ class Vim(BaseModule):
             for key in ('embed_dims', 'depth', 'd_state'):
                 if key in arch and not (isinstance(arch[key], int) and arch[key] > 0):
                     raise ValueError(f'Vim: arch {key} must be a positive int, got {arch[key]!r}.')
+            expand = arch.get('expand', 2)
+            if isinstance(expand, bool) or not isinstance(expand, (int, float)) or not expand > 0:
+                raise ValueError(f'Vim: arch expand must be a positive number (inner channels = expand * '
+                                 f'embed_dims; 2 in Vim), got {expand!r}.')
             return dict(arch)
         raise ValueError(f'Vim: arch must be a name or a dict, got {type(arch).__name__}.')
 
     # ------------------------------------------------------------------ init / loading
+    def _init_cfgs(self):
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        return [cfg for cfg in cfgs if cfg is not None]
+
     def init_weights(self):
-        super().init_weights()
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+        cfgs = self._init_cfgs()
+        pretrained = [cfg for cfg in cfgs if isinstance(cfg, dict) and cfg.get('type') in ('Pretrained',
+                                                                                          PretrainedInit)]
+        if pretrained and pretrained[0].get('checkpoint') is None:
+            print_log('Vim: init_cfg Pretrained has checkpoint=None: training the backbone from scratch (set '
+                      'model.backbone.init_cfg.checkpoint to a converted Vim checkpoint to fine-tune one).',
+                      logger='current')
+            given = self.init_cfg
+            self.init_cfg = [cfg for cfg in cfgs if cfg is not pretrained[0]] or None
+            try:
+                self.init_weights()
+            finally:
+                self.init_cfg = given
             return
+        if pretrained:
+            self._load_probe = dict(matched=0, source_keys=[])
+            try:
+                super().init_weights()
+                probe = self._load_probe
+            finally:
+                self._load_probe = None
+            if not probe['matched']:
+                raise ValueError(self._nothing_loaded_message(pretrained[0], probe['source_keys']))
+            return
+        super().init_weights()
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=.02)
         if self.num_extra_tokens:
             trunc_normal_(self.cls_token, std=.02)
-        # LeCun-normal patch projection, as Vim
-        fan_in = self.patch_embed.projection.weight[0].numel()
-        trunc_normal_(self.patch_embed.projection.weight, std=math.sqrt(1.0 / fan_in) / .87962566103423978)
+        # LeCun normal truncated at 2 std, as Vim's patch embedding (timm's lecun_normal_): a standard normal cut
+        # to [-2, 2], scaled so that the std is sqrt(1 / fan_in)
+        weight = self.patch_embed.projection.weight
+        std = math.sqrt(1.0 / weight[0].numel()) / TRUNC_NORMAL_2STD
+        nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
         nn.init.zeros_(self.patch_embed.projection.bias)
         for layer in self.layers:
             for module in layer.modules():
@@ -258,22 +314,109 @@ class Vim(BaseModule):
             with torch.no_grad():
                 layer.mixer.out_proj.weight /= math.sqrt(self.depth)
 
-    def _pos_cls_index(self, num_patches):
-        return {'middle': num_patches // 2, 'head': 0, 'none': None}[self.cls_token_position]
+    _load_probe = None  # set while init_weights loads a Pretrained checkpoint
 
-    def _resize_pos_embed_on_load(self, state_dict, prefix, *args, **kwargs):
-        """Checkpoints trained at another resolution: resize their position embedding to this model's grid."""
+    def _probe_load(self, state_dict, prefix, *args, **kwargs):
+        """While a Pretrained checkpoint loads: count the keys of this backbone it has."""
+        if self._load_probe is None:
+            return
+        own = [prefix + name for name, _ in self.named_parameters()]
+        self._load_probe['matched'] += sum(key in state_dict for key in own)
+        self._load_probe['source_keys'] = list(state_dict)[:4]
+
+    def _nothing_loaded_message(self, cfg, source_keys):
+        source = ', '.join(repr(key) for key in source_keys) or 'no keys'
+        if any(key.startswith('backbone.') for key in source_keys):
+            fix = "it is a whole-model checkpoint: add prefix='backbone.' to the init_cfg"
+        elif any(key.startswith('patch_embed.proj.') or key.startswith('model.') for key in source_keys) \
+                or 'pos_embed' in source_keys:
+            fix = ('it looks like an original hustvl/Vim checkpoint: convert it with '
+                   'tools/model_converters/vim2mmssm.py --backbone-only')
+        else:
+            fix = ("give a checkpoint of an mmssm Vim (backbone keys such as 'patch_embed.projection.weight', "
+                   "or 'backbone.*' with prefix='backbone.')")
+        return (f"Vim: the init_cfg checkpoint {cfg.get('checkpoint')!r}"
+                f"{' (prefix ' + repr(cfg['prefix']) + ')' if cfg.get('prefix') else ''} has none of this "
+                f"backbone's weights, so nothing would be loaded; its keys begin {source}. Fix: {fix}.")
+
+    def _pos_cls_index(self, num_patches, position=None):
+        position = self.cls_token_position if position is None else position
+        return {'middle': num_patches // 2, 'head': 0, 'none': None}[position]
+
+    def _checkpoint_grid(self, num_patches, loaded_shape):
+        """The patch grid of a checkpoint's pos_embed that does not record it: the square one or the one of this
+        model's aspect, when exactly one of them exists."""
+        rows, cols = self.train_grid
+        plausible = set()
+        side = math.isqrt(num_patches)
+        if side * side == num_patches:
+            plausible.add((side, side))
+        for height in range(1, num_patches + 1):
+            if num_patches % height == 0 and height * cols == (num_patches // height) * rows:
+                plausible.add((height, num_patches // height))
+        if len(plausible) == 1:
+            return plausible.pop()
+        found = (f'both {sorted(plausible)} fit' if plausible else
+                 f'it is neither square nor of this model\'s aspect {rows}:{cols}')
+        raise ValueError(
+            f'Vim: cannot load pos_embed of shape {tuple(loaded_shape)} into {tuple(self.pos_embed.shape)}: cannot '
+            f'tell its patch grid ({num_patches} patch slots): {found}, and the state dict does not record it '
+            f'(state dicts of mmssm\'s Vim and of vim2mmssm.py do, in their metadata). Load '
+            f'it into a Vim whose img_size / stride give its grid, or resize it first with '
+            f'mmssm.models.layers.resize_pos_embed(pos_embed, src_grid, dst_grid, cls_index).')
+
+    def _resize_pos_embed_on_load(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        """Fit a checkpoint's position embedding to this model: another grid (resolution or aspect) is resized; a
+        class-token slot elsewhere is moved, or dropped for a model without one, when the checkpoint records where
+        it is (state dicts of this class and of vim2mmssm.py record it, and the grid, in their metadata)."""
         key = prefix + 'pos_embed'
-        if key not in state_dict or state_dict[key].shape == self.pos_embed.shape:
+        if key not in state_dict:
             return
         loaded = state_dict[key]
-        num_patches = loaded.shape[1] - self.num_extra_tokens
-        side = math.isqrt(max(num_patches, 0))
-        if loaded.dim() != 3 or side * side != num_patches or loaded.shape[-1] != self.embed_dims:
+        recorded_grid = local_metadata.get('pos_embed_grid')
+        position = local_metadata.get('cls_token')  # None: not recorded
+        if recorded_grid is None and position is None:
+            if loaded.shape == self.pos_embed.shape:  # assume this model's layout, as nothing says otherwise
+                return
+            if prefix + 'cls_token' not in state_dict:
+                position = 'none'
+        elif loaded.shape == self.pos_embed.shape and position in (None, self.cls_token_position) \
+                and (recorded_grid is None or tuple(recorded_grid) == self.train_grid):
+            return
+        if loaded.dim() != 3 or loaded.shape[0] != 1 or loaded.shape[-1] != self.embed_dims:
+            raise ValueError(f'Vim: cannot load pos_embed of shape {tuple(loaded.shape)} into '
+                             f'{tuple(self.pos_embed.shape)}: expected (1, tokens, {self.embed_dims}).')
+        if self.cls_token_position == 'none' and position is None:
             raise ValueError(
-                f'Vim: cannot load pos_embed of shape {tuple(loaded.shape)} into {tuple(self.pos_embed.shape)}: '
-                f'expected (1, side*side + {self.num_extra_tokens}, {self.embed_dims}) from a square grid.')
-        state_dict[key] = resize_pos_embed(loaded, (side, side), self.train_grid, self._pos_cls_index(num_patches))
+                "Vim: the checkpoint has a class token (cls_token) but this Vim has cls_token='none', and the "
+                "state dict does not record where the class token's pos_embed slot is. Set cls_token to the "
+                "checkpoint's ('middle' for the released Vim models), or convert an original Vim checkpoint "
+                "with tools/model_converters/vim2mmssm.py, which records it.")
+        if self.cls_token_position != 'none' and position == 'none':
+            raise ValueError(
+                f"Vim: the checkpoint has no class token (no cls_token, and its metadata records none), but this Vim "
+                f"has cls_token={self.cls_token_position!r}: its class token and that token's pos_embed slot would "
+                f"be left untrained; set cls_token='none' (and out_type='mean' or 'featmap').")
+        position = self.cls_token_position if position is None else position
+        num_patches = loaded.shape[1] - self.num_extra_tokens_of[position]
+        if recorded_grid is not None:
+            grid = tuple(int(v) for v in recorded_grid)
+            if grid[0] * grid[1] != num_patches:
+                raise ValueError(f'Vim: the checkpoint records a {grid} pos_embed grid, but its pos_embed '
+                                 f'{tuple(loaded.shape)} has {num_patches} patch slots.')
+        else:
+            grid = self._checkpoint_grid(num_patches, loaded.shape)
+        resized = resize_pos_embed(loaded, grid, self.train_grid, self._pos_cls_index(num_patches, position))
+        if position != self.cls_token_position:  # move the class token's slot to this model's place, or drop it
+            size = self.train_grid[0] * self.train_grid[1]
+            source = self._pos_cls_index(size, position)
+            cls_embed = resized[:, source:source + 1]
+            resized = torch.cat([resized[:, :source], resized[:, source + 1:]], dim=1)
+            target = self._pos_cls_index(size)
+            if target is not None:
+                resized = torch.cat([resized[:, :target], cls_embed, resized[:, target:]], dim=1)
+        state_dict[key] = resized
+
 
     # ------------------------------------------------------------------ training mode / freezing
     def _freeze_stages(self):
@@ -361,7 +504,9 @@ class Vim(BaseModule):
             else:
                 hidden, residual = layer(hidden, residual)
             if index in self.out_indices:
-                if index == last:
+                if self.feature_source == 'mixer':
+                    features = hidden
+                elif index == last:
                     features, _ = add_norm(self.final_drop_path(hidden), residual, self.norm_f,
                                            self.residual_in_fp32, self.fused_add_norm)
                 else:

@@ -62,6 +62,10 @@ class MambaMixer(nn.Module):
             raise ValueError(f'MambaMixer: d_state must be a positive int, got {d_state!r}.')
         if not isinstance(d_conv, int) or d_conv <= 0:
             raise ValueError(f'MambaMixer: d_conv must be a positive int, got {d_conv!r}.')
+        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or not expand > 0 \
+                or round(expand * embed_dims) < 1:
+            raise ValueError(f'MambaMixer: expand must be a positive number with expand * embed_dims >= 1 (inner '
+                             f'channels; 2 in Mamba), got expand={expand!r} for embed_dims={embed_dims}.')
         if discretization not in METHODS:
             raise ValueError(f'MambaMixer: unknown discretization {discretization!r}; choose one of {METHODS}.')
         if conv_type not in CONV_TYPES:

@@ -1,3 +1,4 @@
+import io
 import math
 
 import pytest
@@ -209,6 +210,9 @@ def test_checkpointing_gives_the_same_gradients():
     (dict(conv_type='dwconv'), "unknown conv_type 'dwconv'"),
     (dict(mixer_cfg=dict(discretization='foh')), 'set it once'),
     (dict(drop_path_rate=1.0), 'drop_path_rate'),
+    (dict(arch=dict(embed_dims=32, depth=2, expand=0)), r'arch expand must be a positive number .* got 0\.'),
+    (dict(arch=dict(embed_dims=32, depth=2, expand='2')), "got '2'"),
+    (dict(feature_source='residual'), r"feature_source must be one of \('stream', 'mixer'\), got 'residual'"),
 ])
 def test_bad_options_are_named(kwargs, match):
     args = {'arch': 'test', **SMALL, **kwargs}
@@ -245,3 +249,139 @@ def test_cuda_matches_cpu(method):
         torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-3, atol=1e-5, msg=name)
     with torch.autocast('cuda', dtype=torch.bfloat16):
         assert torch.isfinite(gpu(x.cuda())[0].float()).all()
+
+
+def test_patch_embed_init_is_lecun_normal_truncated_at_2_std():
+    """As Vim's patch embedding (timm's lecun_normal_): std sqrt(1 / fan_in), cut at 2 of the untruncated std."""
+    torch.manual_seed(0)
+    model = Vim(dict(embed_dims=256, depth=1), img_size=16, patch_size=16)  # 196608 weights, fan_in 768
+    model.init_weights()
+    weight = model.patch_embed.projection.weight.detach().double()
+    target = math.sqrt(1 / 768)
+    assert abs(weight.std().item() / target - 1) < 0.01, weight.std().item() / target
+    bound = 2 * target / 0.87962566103423978  # 2 std of the normal before truncation
+    assert weight.abs().max().item() <= bound * (1 + 1e-6)
+    assert weight.abs().max().item() > 0.99 * bound  # truncated there, not far inside
+    assert abs(weight.mean().item()) < 0.01 * target
+    assert torch.count_nonzero(model.patch_embed.projection.bias) == 0
+
+
+def test_pretrained_without_checkpoint_trains_from_scratch(monkeypatch):
+    import mmssm.models.backbones.vim as vim_module
+    messages = []
+    monkeypatch.setattr(vim_module, 'print_log', lambda message, **kwargs: messages.append(message))
+    torch.manual_seed(0)
+    scratch = Vim('test', **SMALL, init_cfg=dict(type='Pretrained', checkpoint=None))
+    scratch.init_weights()
+    torch.manual_seed(0)
+    reference = Vim('test', **SMALL)
+    reference.init_weights()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(scratch.state_dict()[key], value), key
+    assert any('checkpoint=None: training the backbone from scratch' in m for m in messages)
+    assert scratch.init_cfg == dict(type='Pretrained', checkpoint=None)  # the config is left as given
+
+
+@pytest.mark.parametrize('layout, fix', [
+    ('classifier', r"it is a whole-model checkpoint: add prefix='backbone\.'"),
+    ('original', r'it looks like an original hustvl/Vim checkpoint: convert it with .*vim2mmssm\.py'),
+])
+def test_pretrained_checkpoint_that_fits_nothing_is_an_error(tmp_path, layout, fix):
+    state_dict = Vim('test', **SMALL).state_dict()
+    if layout == 'classifier':
+        state_dict = {'backbone.' + key: value for key, value in state_dict.items()}
+    else:
+        state_dict = {key.replace('patch_embed.projection', 'patch_embed.proj'): value
+                      for key, value in state_dict.items() if not key.startswith('layers.')}
+        state_dict = {'patch_embed.proj.weight': state_dict.pop('patch_embed.proj.weight'), **state_dict}
+        state_dict.pop('pos_embed')
+        state_dict.pop('cls_token')
+        state_dict.pop('norm_f.weight')
+    torch.save({'state_dict': state_dict}, tmp_path / 'ckpt.pth')
+    model = Vim('test', **SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ckpt.pth')))
+    with pytest.raises(ValueError, match=f"has none of this backbone's weights.*Fix: {fix}"):
+        model.init_weights()
+
+
+def _randomized(model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator))
+    return model
+
+
+def _without_slot(pos_embed, index):
+    return torch.cat([pos_embed[:, :index], pos_embed[:, index + 1:]], dim=1)
+
+
+def test_pos_embed_into_a_model_without_class_token():
+    source = _randomized(Vim('test', **SMALL))  # middle class token: slot 8 of 17
+    target = Vim('test', cls_token='none', out_type='featmap', **SMALL)
+    state_dict = source.state_dict()  # records the grid and the class token's slot in its metadata
+    result = target.load_state_dict(state_dict, strict=False)
+    assert result.unexpected_keys == ['cls_token'] and not result.missing_keys
+    assert torch.equal(target.pos_embed, _without_slot(source.pos_embed, 8))
+    # the same through a file (torch.save keeps the metadata; weights_only=True reads it)
+    head = _randomized(Vim('test', cls_token='head', **SMALL))
+    buffer = io.BytesIO()
+    torch.save({'state_dict': head.state_dict()}, buffer)
+    buffer.seek(0)
+    target.load_state_dict(torch.load(buffer, weights_only=True)['state_dict'], strict=False)
+    assert torch.equal(target.pos_embed, _without_slot(head.pos_embed, 0))
+    middle = Vim('test', **SMALL)  # a head token's slot moves to the middle
+    middle.load_state_dict(head.state_dict())
+    assert torch.equal(middle.pos_embed[:, 8], head.pos_embed[:, 0])
+    assert torch.equal(_without_slot(middle.pos_embed, 8), _without_slot(head.pos_embed, 0))
+    # without the metadata the slot cannot be told from the patches: a clear error, not a shape error
+    plain = dict(source.state_dict())
+    with pytest.raises(ValueError, match=r"checkpoint has a class token \(cls_token\) but this Vim has "
+                                         r"cls_token='none'.*does not record where"):
+        target.load_state_dict(plain, strict=False)
+    no_token = _randomized(Vim('test', cls_token='none', out_type='mean', **SMALL))
+    with pytest.raises(ValueError, match=r"checkpoint has no class token .* but this Vim has cls_token='middle'"):
+        Vim('test', **SMALL).load_state_dict(dict(no_token.state_dict()), strict=False)
+
+
+def test_pos_embed_of_a_non_square_grid():
+    from mmssm.models.layers import resize_pos_embed
+    wide = _randomized(Vim('test', img_size=(32, 64), patch_size=8))  # 4x8 grid, class token at 16
+    expected = {grid: resize_pos_embed(wide.pos_embed.detach(), (4, 8), grid, 16) for grid in [(4, 4), (8, 4)]}
+    square = Vim('test', img_size=32, patch_size=8)
+    square.load_state_dict(wide.state_dict())
+    assert torch.equal(square.pos_embed, expected[(4, 4)])
+    assert wide.state_dict()._metadata['']['pos_embed_grid'] == [4, 8]
+    tall = Vim('test', img_size=(64, 32), patch_size=8)  # same number of slots: only the metadata tells
+    tall.load_state_dict(wide.state_dict())
+    assert torch.equal(tall.pos_embed, expected[(8, 4)])
+    # without metadata: the grid of this model's aspect, if exactly one fits; else an error that says so
+    wider = Vim('test', img_size=(64, 128), patch_size=8)
+    wider.load_state_dict(dict(wide.state_dict()))
+    assert torch.equal(wider.pos_embed, resize_pos_embed(wide.pos_embed.detach(), (4, 8), (8, 16), 16))
+    with pytest.raises(ValueError, match=r'cannot tell its patch grid \(32 patch slots\): it is neither square nor '
+                                         r"of this model's aspect 4:4.*resize_pos_embed"):
+        square.load_state_dict(dict(wide.state_dict()))
+    ambiguous = _randomized(Vim('test', img_size=(64, 256), patch_size=8))  # 8x32 = 256 = 16x16 slots
+    with pytest.raises(ValueError, match=r'both \[\(8, 32\), \(16, 16\)\] fit'):
+        Vim('test', img_size=(32, 128), patch_size=8).load_state_dict(dict(ambiguous.state_dict()))
+
+
+@pytest.mark.parametrize('out_type', ['raw', 'featmap'])
+def test_mixer_feature_source_returns_the_mixer_outputs(out_type):
+    """feature_source='mixer': each block's mixer output itself, as hustvl/Vim's VisionMambaSeg."""
+    torch.manual_seed(0)
+    model = Vim('test', out_type=out_type, out_indices=(0, 1), feature_source='mixer', **SMALL).eval()
+    stream = Vim('test', out_type='raw', out_indices=(0, 1), **SMALL).eval()
+    stream.load_state_dict(model.state_dict())
+    captured = []
+    for layer in model.layers:
+        layer.mixer.register_forward_hook(lambda module, args, output: captured.append(output))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outs, stream_outs = model(x), stream(x)
+    for out, mixer_out in zip(outs, captured):
+        if out_type == 'featmap':  # the 16 patch tokens around the middle class token, as a 4x4 map
+            mixer_out = torch.cat([mixer_out[:, :8], mixer_out[:, 9:]], dim=1).transpose(1, 2).reshape(2, 32, 4, 4)
+        assert torch.equal(out, mixer_out)
+    # the default returns the residual stream (and the final norm of the last block): something else
+    assert not torch.allclose(stream_outs[0], captured[0]) and not torch.allclose(stream_outs[1], captured[1])

@@ -83,6 +83,9 @@ def test_mamba_init():
     (dict(dt_rank=0), 'dt_rank'),
     (dict(d_state=0), 'd_state'),
     (dict(dt_min=0.2, dt_max=0.1), 'dt_min'),
+    (dict(expand=0), r'expand must be a positive number .* got expand=0 '),
+    (dict(expand=-1.5), 'got expand=-1.5 '),
+    (dict(expand=0.01), r'expand \* embed_dims >= 1 .* got expand=0.01 '),
 ])
 def test_bad_mixer_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
