@@ -1,9 +1,11 @@
 # The two quick-start commands: `make test` and `make demo`. Both install first (see tools/install.sh).
+# `make test` runs every test not marked slow (under 15 minutes on a 2-core CPU); `make test-slow` runs the slow
+# ones (whole training runs, compiled kernels). CI runs both. Each prints its slowest tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmssm-installed
 
-.PHONY: install test lint demo build-check
+.PHONY: install test test-slow lint demo build-check
 
 $(STAMP): tools/install.sh setup.py requirements/runtime.txt requirements/tests.txt
 	MMSSM_VENV=$(VENV) bash tools/install.sh
@@ -16,7 +18,10 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not slow" --durations=15
+
+test-slow: $(STAMP)
+	$(PY) -m pytest tests -m slow --durations=15
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
