@@ -23,6 +23,8 @@ def _task(path):
 
 def _shrink(cfg, scope):
     backbone = cfg.model.backbone
+    if backbone.type == 'mmssm.MambaVision':
+        return _shrink_mamba_vision(cfg, scope)
     assert backbone.type == 'mmssm.Vim'
     backbone.update(arch='test', drop_path_rate=0.0)
     if scope == 'mmpretrain':
@@ -46,6 +48,30 @@ def _shrink(cfg, scope):
         cfg.model.roi_head.bbox_head.update(in_channels=32, fc_out_channels=32, num_classes=3)
         cfg.model.roi_head.mask_roi_extractor.out_channels = 32
         cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32, num_classes=3)
+
+
+def _shrink_mamba_vision(cfg, scope):
+    # the 'test' arch's channels 8, 16, 32, 64 and its own windows (the configs' windows are checked at full size in
+    # tests/test_tools/test_mambavision_configs.py)
+    cfg.model.backbone.update(arch='test', drop_path_rate=0.0, window_size=None)
+    channels = [8, 16, 32, 64]
+    if scope == 'mmpretrain':
+        cfg.model.head.update(in_channels=channels[3], num_classes=10)
+        cfg.data_preprocessor.num_classes = 10
+    elif scope == 'mmseg':
+        cfg.model.data_preprocessor.size = (64, 64)
+        cfg.model.decode_head.update(in_channels=channels, channels=16, num_classes=5)
+        cfg.model.auxiliary_head.update(in_channels=channels[2], channels=16, num_classes=5)
+        cfg.model.test_cfg = dict(mode='whole')
+    else:
+        cfg.model.neck.update(in_channels=channels, out_channels=32)
+        cfg.model.rpn_head.update(in_channels=32, feat_channels=32)
+        roi_head = cfg.model.roi_head
+        roi_head.bbox_roi_extractor.out_channels = 32
+        for head in roi_head.bbox_head if isinstance(roi_head.bbox_head, list) else [roi_head.bbox_head]:
+            head.update(in_channels=32, conv_out_channels=32, fc_out_channels=32, num_classes=3)
+        roi_head.mask_roi_extractor.out_channels = 32
+        roi_head.mask_head.update(in_channels=32, conv_out_channels=32, num_classes=3)
 
 
 def _batch(scope):
@@ -116,4 +142,51 @@ def test_config_builds_and_trains_one_step(path):
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total), losses
     changed = [n for n, p in model.backbone.named_parameters() if not torch.equal(p, before[n])]
+    if cfg.model.backbone.type == 'mmssm.MambaVision':
+        assert 'levels.2.blocks.0.mixer.A_log' in changed and 'patch_embed.conv_down.0.weight' in changed
+        return
     assert 'layers.1.mixer.A_log' in changed and 'patch_embed.projection.weight' in changed
+
+
+def test_vimseg_config_is_hustvl_vims_setting():
+    """configs/seg/upernet_vim-t_vimseg_ade20k.py at full size: Vim-T without class token whose maps are the mixer
+    outputs of blocks 5/11/17/23, the pyramid at strides 4-32, and the parameter groups of hustvl/Vim's run."""
+    pytest.importorskip('mmseg')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'seg', 'upernet_vim-t_vimseg_ade20k.py'))
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    backbone = model.backbone
+    assert (backbone.embed_dims, backbone.depth, backbone.cls_token_position, backbone.feature_source) == \
+        (192, 24, 'none', 'mixer')
+    assert backbone.train_grid == (32, 32) and backbone.pos_embed.shape == (1, 1024, 192)
+    assert backbone.out_indices == [5, 11, 17, 23] and not backbone.layers[0].residual_in_fp32
+    assert backbone.layers[23].drop_path.drop_prob == pytest.approx(0.1 * 22 / 23)
+    assert model.auxiliary_head.channels == 256 and model.decode_head.channels == 192
+    model.eval()
+    captured = []
+    for index in backbone.out_indices:
+        backbone.layers[index].mixer.register_forward_hook(lambda module, args, output: captured.append(output))
+    with torch.no_grad():
+        maps = backbone(torch.randn(1, 3, 64, 64))  # a 4x4 grid; the 32x32 position embedding is resized
+        pyramid = model.neck(maps)
+    assert [tuple(m.shape) for m in maps] == [(1, 192, 4, 4)] * 4
+    for out, mixer_out in zip(maps, captured):
+        assert torch.equal(out, mixer_out.transpose(1, 2).reshape(1, 192, 4, 4))
+    assert [tuple(m.shape) for m in pyramid] == [(1, 192, 16, 16), (1, 192, 8, 8), (1, 192, 4, 4), (1, 192, 2, 2)]
+
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {names[id(g['params'][0])]: g for g in optim_wrapper.optimizer.param_groups}
+    low = 2e-4 * 0.92 ** 25
+    expected = {  # name: (lr, weight decay), as hustvl/Vim's LayerDecayOptimizerConstructor builds them
+        'backbone.patch_embed.projection.weight': (low, 0.1), 'backbone.patch_embed.projection.bias': (low, 0.0),
+        'backbone.pos_embed': (low, 0.1), 'backbone.layers.0.mixer.A_log': (2e-4, 0.1),
+        'backbone.layers.0.mixer.D': (2e-4, 0.0), 'backbone.layers.23.mixer.in_proj.weight': (2e-4, 0.1),
+        'backbone.layers.12.norm.weight': (2e-4, 0.0), 'backbone.layers.3.mixer.conv1d.weight': (2e-4, 0.1),
+        'backbone.layers.3.mixer.conv1d.bias': (2e-4, 0.0), 'decode_head.conv_seg.weight': (2e-4, 0.1),
+        'neck.resamplers.0.1.weight': (2e-4, 0.0)}
+    for name, (lr, decay) in expected.items():
+        assert groups[name]['lr'] == pytest.approx(lr) and groups[name]['weight_decay'] == decay, name
+    assert cfg.find_unused_parameters and cfg.train_cfg.max_iters == 60000 and cfg.train_dataloader.batch_size == 8

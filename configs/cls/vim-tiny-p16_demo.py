@@ -3,7 +3,7 @@
 _base_ = './vim-tiny-p16_8xb128_in1k.py'
 
 data_root = 'data/demo/imagenet'
-classes = ('disc', 'ring', 'square', 'triangle')  # mmssm.utils.demo_data.DEMO_CLS_CLASSES
+classes = ('disc', 'ring', 'square', 'triangle')  # mmssm.datasets.demo_data.DEMO_CLS_CLASSES
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=64, crop_ratio_range=(0.5, 1.0)),

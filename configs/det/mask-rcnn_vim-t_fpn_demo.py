@@ -4,7 +4,7 @@
 _base_ = './mask-rcnn_vim-t_fpn_1x_coco.py'
 
 data_root = 'data/demo/coco/'
-metainfo = dict(classes=('disc', 'ring', 'square', 'triangle'),  # mmssm.utils.demo_data.DEMO_DET_CLASSES
+metainfo = dict(classes=('disc', 'ring', 'square', 'triangle'),  # mmssm.datasets.demo_data.DEMO_DET_CLASSES
                 palette=[(220, 40, 40), (235, 200, 30), (40, 170, 60), (40, 90, 220)])
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -6,7 +6,7 @@ _base_ = './upernet_vim_bilinear_ade20k.py'
 data_root = 'data/demo/ade/ADEChallengeData2016'
 crop_size = (128, 128)
 # mmseg's ADE20KDataset accepts only ADE20K's own class names; BaseSegDataset (its parent) reads the same layout
-# with these (the values of mmssm.utils.demo_data.DEMO_METAINFO['seg']).
+# with these (the values of mmssm.datasets.demo_data.DEMO_METAINFO['seg']).
 metainfo = dict(classes=('background', 'disc', 'ring', 'square', 'triangle'),
                 palette=[(128, 128, 128), (220, 40, 40), (235, 200, 30), (40, 170, 60), (40, 90, 220)])
 demo_dataset = dict(_delete_=True, type='BaseSegDataset', data_root=data_root, metainfo=metainfo,

@@ -7,8 +7,17 @@ from .mambavision import (
     mambavision_conversion,
     verify_mambavision_conversion,
 )
+from .vim import (
+    VimConversion,
+    compare_rope_tables,
+    convert_vim_checkpoint,
+    infer_vim_arch,
+    vim_config_snippet,
+    vim_conversion,
+)
 
 __all__ = [
     'MambaVisionConversion', 'convert_mambavision_checkpoint', 'infer_mambavision_arch', 'mambavision_config_snippet',
-    'mambavision_conversion', 'verify_mambavision_conversion'
+    'mambavision_conversion', 'verify_mambavision_conversion', 'VimConversion', 'compare_rope_tables',
+    'convert_vim_checkpoint', 'infer_vim_arch', 'vim_config_snippet', 'vim_conversion'
 ]

@@ -68,7 +68,7 @@ def main(argv=None):
     import torch
     from mmengine.analysis import parameter_count
 
-    from mmssm.utils.flops import build_model_from_cfg, default_shape, prepare_dummy_input
+    from mmssm.analysis.flops import build_model_from_cfg, default_shape, prepare_dummy_input
     from mmssm.utils.launch import load_config
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')

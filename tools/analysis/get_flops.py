@@ -5,7 +5,7 @@
 
 MMEngine's FlopAnalyzer (fvcore's conventions: a multiply-add is one FLOP; elementwise ops, activations and
 norms built from them are not counted) does the counting; the selective scan, which it cannot see, is counted
-with the formula of mmssm.utils.flops.count_scan_flops. What is counted: a classifier's backbone, neck and head;
+with the formula of mmssm.analysis.flops.count_scan_flops. What is counted: a classifier's backbone, neck and head;
 a segmentor's backbone, neck and decode head (no auxiliary head, as mmseg's get_flops); a detector's whole
 network in 'tensor' mode (backbone, neck, RPN and RoI heads on the proposals of a random image, as mmdet's
 get_flops), all with construction-time weights.
@@ -54,7 +54,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmengine.analysis import parameter_count
 
-    from mmssm.utils.flops import (
+    from mmssm.analysis.flops import (
         analyze_flops,
         build_model_from_cfg,
         default_shape,

@@ -5,7 +5,7 @@
 
 Counts and the image size apply to every task given; without them each task has its defaults (seg and det:
 200 train / 40 val images of 128x128; cls: 100 train / 20 val images per class, 64x64). For cls the counts are per
-class. What the data holds and how to read it: ``mmssm/utils/demo_data.py``.
+class. What the data holds and how to read it: ``mmssm/datasets/demo_data.py``.
 """
 import argparse
 import os.path as osp
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing mmssm
 
-from mmssm.utils.demo_data import TASKS, demo_dataset_cfg, make_demo_data  # noqa: E402
+from mmssm.datasets.demo_data import TASKS, demo_dataset_cfg, make_demo_data  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing mmssm
 
-from mmssm.utils.vim_converter import compare_rope_tables, vim_config_snippet, vim_conversion  # noqa: E402
+from mmssm.converters.vim import compare_rope_tables, vim_config_snippet, vim_conversion  # noqa: E402
 
 
 def parse_args(argv=None):

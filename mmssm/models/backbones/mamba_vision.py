@@ -20,7 +20,7 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
+from mmengine.model.weight_init import PretrainedInit, trunc_normal_
 from torch import nn
 
 from mmssm.ops.selective_scan import METHODS
@@ -235,7 +235,9 @@ class MambaVision(BaseModule):
         with_cp (bool): activation checkpointing of each block (saves memory, costs a second forward).
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)`` with a checkpoint converted by
             ``tools/model_converters/mambavision2mmssm.py``. Without it the official initialization is used
-            (truncated normal 0.02 for every linear layer, zero biases, unit norms).
+            (truncated normal 0.02 for every linear layer, zero biases, unit norms); so it is with
+            ``checkpoint=None``, which the task configs set, so that a child config or ``--cfg-options
+            model.backbone.init_cfg.checkpoint=PATH`` only has to give the path.
     """
 
     _T = _arch(80, 32, (1, 3, 8, 4), (2, 4, 8, 16), (8, 8, 14, 7), 0.2)
@@ -418,6 +420,25 @@ class MambaVision(BaseModule):
             if module.weight is not None:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def init_weights(self):
+        """The official initialization is done at construction; ``init_weights`` loads a Pretrained checkpoint, or,
+        for ``dict(type='Pretrained', checkpoint=None)``, says that none is loaded and keeps the initialization."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        pretrained = [cfg for cfg in cfgs
+                      if isinstance(cfg, dict) and cfg.get('type') in ('Pretrained', PretrainedInit)]
+        if not pretrained or pretrained[0].get('checkpoint') is not None:
+            super().init_weights()
+            return
+        print_log('MambaVision: init_cfg Pretrained has checkpoint=None: the backbone starts from its initialization '
+                  '(set model.backbone.init_cfg.checkpoint to a checkpoint converted by '
+                  'tools/model_converters/mambavision2mmssm.py --backbone-only to start from one).', logger='current')
+        given = self.init_cfg
+        self.init_cfg = [cfg for cfg in cfgs if cfg is not pretrained[0]] or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = given
 
     def _skip_batch_norm_into_other_norm(self, state_dict, prefix, *args, **kwargs):
         """A classification checkpoint's final BatchNorm (``norm3``, with running statistics) is not loaded into

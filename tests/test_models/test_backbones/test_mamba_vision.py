@@ -334,6 +334,32 @@ def test_pretrained_init_cfg_loads_converted_weights(tmp_path):
         torch.testing.assert_close(model.norm3.running_var, official['norm.running_var'].float())
 
 
+def test_pretrained_init_cfg_with_checkpoint_none_keeps_the_initialization_and_takes_a_path_later(tmp_path):
+    """The task configs set init_cfg=dict(type='Pretrained', checkpoint=None): init_weights keeps the official
+    initialization; the path merged in later (a child config, --cfg-options) loads the weights."""
+    from mmengine.config import Config
+    torch.manual_seed(0)
+    plain = MambaVision('test')
+    torch.manual_seed(0)
+    scratch = MambaVision('test', init_cfg=dict(type='Pretrained', checkpoint=None))
+    scratch.init_weights()
+    for (name, value), expected in zip(scratch.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(value, expected), name
+    assert scratch.init_cfg == dict(type='Pretrained', checkpoint=None)  # restored after init_weights
+
+    reference_cfg, _ = REFERENCE_CONFIGS['test']
+    official = official_state_dict(reference_cfg, 'cls')
+    path = tmp_path / 'backbone.pth'
+    torch.save(dict(state_dict=convert_mambavision_checkpoint(official, backbone_only=True)), path)
+    cfg = Config(dict(backbone=dict(type='mmssm.MambaVision', arch='test',
+                                    init_cfg=dict(type='Pretrained', checkpoint=None))))
+    cfg.merge_from_dict({'backbone.init_cfg.checkpoint': str(path)})  # what --cfg-options does
+    from mmssm.registry import MODELS
+    model = MODELS.build(cfg.backbone)
+    model.init_weights()
+    torch.testing.assert_close(model.levels[2].blocks[0].mixer.A_log, official['levels.2.blocks.0.mixer.A_log'].float())
+
+
 def test_classifier_norm_is_not_loaded_into_a_dense_norm():
     reference_cfg, _ = REFERENCE_CONFIGS['test']
     weights = convert_mambavision_checkpoint(official_state_dict(reference_cfg, 'cls'), backbone_only=True)
@@ -433,3 +459,27 @@ def test_mmseg_segmentor_with_the_dense_backbone_trains_at_an_odd_size():
     losses = segmentor(torch.randn(2, 3, 65, 97), samples, mode='loss')
     sum(v for k, v in losses.items() if 'loss' in k).backward()
     assert grad_missing(segmentor.backbone) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('backend', ['cuda', 'triton'])
+@pytest.mark.parametrize('method', ['zoh', 'bilinear', 'highorder'])
+def test_gpu_backends_match_the_cpu_model(backend, method):
+    """The same weights on CPU (torch scan) and on CUDA with each compiled backend: dense maps and every gradient."""
+    if backend == 'cuda':
+        from mmssm.ops.selective_scan import available_backends
+        if 'cuda' not in available_backends('cuda'):
+            pytest.skip('the CUDA extension is not built (python -m mmssm.ops.selective_scan.cuda_scan --build)')
+    torch.manual_seed(0)
+    cpu = MambaVision('test', discretization=method, out_indices=(0, 1, 2, 3), out_norm='ln2d')
+    gpu = MambaVision('test', discretization=method, out_indices=(0, 1, 2, 3), out_norm='ln2d',
+                      mixer_cfg=dict(scan_backend=backend)).cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    x = torch.randn(2, 3, 70, 45)
+    out_cpu, out_gpu = cpu(x), gpu(x.cuda())
+    for a, b in zip(out_cpu, out_gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-4)
+    sum(o.square().mean() for o in out_cpu).backward()
+    sum(o.square().mean() for o in out_gpu).backward()
+    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+        torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-3, atol=1e-5, msg=name)

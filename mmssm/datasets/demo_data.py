@@ -369,7 +369,7 @@ def demo_dataset_cfg(task, split='train', root='data/demo', pipeline=()):
 
 
 def _settings(seed, num_train, num_val, image_size):
-    return {'generator': 'mmssm.utils.demo_data', 'version': _GENERATOR_VERSION, 'seed': seed,
+    return {'generator': 'mmssm.datasets.demo_data', 'version': _GENERATOR_VERSION, 'seed': seed,
             'num_train': num_train, 'num_val': num_val, 'image_size': image_size}
 
 

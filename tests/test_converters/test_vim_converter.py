@@ -18,8 +18,14 @@ import pytest
 import torch
 
 import mmssm.models  # noqa: F401  (registers mmssm.Vim)
+from mmssm.converters import (
+    compare_rope_tables,
+    convert_vim_checkpoint,
+    infer_vim_arch,
+    vim_config_snippet,
+    vim_conversion,
+)
 from mmssm.models import Vim
-from mmssm.utils import compare_rope_tables, convert_vim_checkpoint, infer_vim_arch, vim_config_snippet, vim_conversion
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools' / 'model_converters' / 'vim2mmssm.py'

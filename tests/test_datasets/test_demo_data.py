@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mmssm  # noqa: F401  (first: it guards the mmpretrain import that mmdet and mmseg make)
-from mmssm.utils.demo_data import (
+from mmssm.datasets.demo_data import (
     DEMO_CLASSES,
     DEMO_CLS_CLASSES,
     DEMO_DET_CLASSES,

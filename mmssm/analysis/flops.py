@@ -14,7 +14,7 @@ inside the scan reaches the trace as a separate op, so nothing is counted twice;
 counted by MMEngine's own handles exactly as without the scan handle. Outside the context the scan's normal code
 path is untouched.
 
-    from mmssm.utils.flops import analyze_flops
+    from mmssm.analysis.flops import analyze_flops
     analyzer = analyze_flops(model, (inputs,))      # a traced mmengine FlopAnalyzer
     analyzer.total()                                # everything, scan included
     analyzer.by_operator()['selective_scan']        # the scan's part
@@ -217,7 +217,33 @@ def compiled_scan_flop_jit(inputs: list, outputs: list) -> Counter:
     return Counter({SCAN_OP_KEY: directions * flops})
 
 
+def sdpa_flop_jit(inputs: list, outputs: list) -> int:
+    """``aten::scaled_dot_product_attention``, which MMEngine 0.10.7 does not count: its two matrix products,
+    batch x heads x L x S x (d_qk + d_v) multiply-adds."""
+    query, value = get_shape(inputs[0]), get_shape(inputs[2])
+    *batch, length, qk_dims = query
+    source, v_dims = value[-2], value[-1]
+    count = length * source * (qk_dims + v_dims)
+    for size in batch:
+        count *= size
+    return count
+
+
+def conv_mode_flop_jit(inputs: list, outputs: list) -> int:
+    """``aten::_convolution_mode`` (a convolution with ``padding='same'|'valid'``, e.g. MambaVision's depthwise
+    conv1d), which MMEngine 0.10.7 does not count: output elements x input channels per group x kernel size."""
+    weight, out = get_shape(inputs[1]), get_shape(outputs[0])
+    count = weight[1]  # input channels per group
+    for size in weight[2:]:
+        count *= size
+    for size in out:
+        count *= size
+    return count
+
+
 SCAN_HANDLES = {SCAN_OP: selective_scan_flop_jit, COMPILED_SCAN_OP: compiled_scan_flop_jit}
+# ops of mmssm's models that MMEngine has no handle for; registered with the scan handles
+EXTRA_HANDLES = {'aten::scaled_dot_product_attention': sdpa_flop_jit, 'aten::_convolution_mode': conv_mode_flop_jit}
 
 
 @contextlib.contextmanager
@@ -233,7 +259,7 @@ def scan_flop_counting(register_handle: bool = True):
     saved_scan = package._selective_scan_torch
     saved_original = _ORIGINAL_SCAN[0]
     handles = _mmengine_complexity._DEFAULT_SUPPORTED_FLOP_OPS
-    saved_handles = {op: handles[op] for op in SCAN_HANDLES if op in handles}
+    saved_handles = {op: handles[op] for op in {**SCAN_HANDLES, **EXTRA_HANDLES} if op in handles}
     if saved_scan is not _routed_scan:  # nested contexts keep the real implementation
         _ORIGINAL_SCAN[0] = saved_scan
     package._selective_scan_torch = _routed_scan
@@ -243,6 +269,7 @@ def scan_flop_counting(register_handle: bool = True):
     _compiled_package.scan = _routed_compiled_scan  # selective_scan imports it at each call
     if register_handle:
         handles.update(SCAN_HANDLES)
+        handles.update(EXTRA_HANDLES)
     try:
         yield
     finally:
@@ -250,7 +277,7 @@ def scan_flop_counting(register_handle: bool = True):
         _ORIGINAL_SCAN[0] = saved_original
         _compiled_package.scan = saved_compiled
         _ORIGINAL_COMPILED_SCAN[0] = saved_compiled_original
-        for op in SCAN_HANDLES:
+        for op in {**SCAN_HANDLES, **EXTRA_HANDLES}:
             if op in saved_handles:
                 handles[op] = saved_handles[op]
             else:
@@ -287,15 +314,17 @@ def analyze_flops(model: torch.nn.Module, inputs, count_scan: bool = True, quiet
     analyzer = FlopAnalyzer(model, inputs)
     if quiet:
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
+    analyzer.set_op_handle(**EXTRA_HANDLES)
     if count_scan:
         analyzer.set_op_handle(**SCAN_HANDLES)
     with scan_flop_counting(register_handle=False), _no_scan_compile(), torch.no_grad():
         analyzer.total()  # traces now, while the scan is one op
     routed = scan_flops(analyzer) > 0 or any(op in analyzer.unsupported_ops() for op in SCAN_HANDLES)
-    mixers = [name for name, module in model.named_modules() if type(module).__name__ == 'MambaMixer']
+    mixers = [name for name, module in model.named_modules()
+              if type(module).__name__ in ('MambaMixer', 'MambaVisionMixer')]
     if mixers and not routed:  # a scan path that bypasses both ops would go uncounted
         raise RuntimeError(f'analyze_flops: {mixers[0]} ran, but no selective scan reached the trace as '
-                           f'{SCAN_OP} or {COMPILED_SCAN_OP}; mmssm.utils.flops.scan_flop_counting no longer '
+                           f'{SCAN_OP} or {COMPILED_SCAN_OP}; mmssm.analysis.flops.scan_flop_counting no longer '
                            f'intercepts the scan.')
     return analyzer
 

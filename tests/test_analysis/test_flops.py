@@ -1,4 +1,4 @@
-"""FLOP counting with the selective scan (mmssm.utils.flops) and the tools/analysis CLIs (get_flops.py,
+"""FLOP counting with the selective scan (mmssm.analysis.flops) and the tools/analysis CLIs (get_flops.py,
 benchmark.py) on shrunk copies of the real configs."""
 import contextlib
 import importlib.util
@@ -14,9 +14,7 @@ from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
 from mmengine.analysis import complexity_analysis as mmengine_complexity
 
 import mmssm.ops.selective_scan as scan_package
-from mmssm.models.backbones.vim import Vim
-from mmssm.ops.selective_scan import METHODS, selective_scan
-from mmssm.utils.flops import (
+from mmssm.analysis.flops import (
     COMPILED_SCAN_OP,
     SCAN_OP,
     analyze_flops,
@@ -25,6 +23,8 @@ from mmssm.utils.flops import (
     scan_flops,
     scan_flops_per_element,
 )
+from mmssm.models.backbones.vim import Vim
+from mmssm.ops.selective_scan import METHODS, selective_scan
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
@@ -106,7 +106,7 @@ def test_vim_count_includes_scan_exactly(method, bidirectional):
 
 
 def test_scan_that_escapes_the_trace_is_an_error(monkeypatch):
-    import mmssm.utils.flops as flops
+    import mmssm.analysis.flops as flops
     monkeypatch.setattr(flops, 'scan_flop_counting', lambda register_handle=True: contextlib.nullcontext())
     with pytest.raises(RuntimeError, match='no selective scan reached the trace'):
         analyze_flops(_tiny_vim(), (torch.randn(1, 3, 32, 32),))

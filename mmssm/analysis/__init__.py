@@ -1,0 +1,1 @@
+"""Model analysis: FLOP counting that includes the selective scan."""
