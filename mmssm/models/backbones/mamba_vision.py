@@ -26,6 +26,7 @@ from torch import nn
 from mmssm.ops.selective_scan import METHODS
 from mmssm.registry import MODELS
 
+from ..layers.attention_pool import AttentionPoolDownsample
 from ..layers.mamba_vision_mixer import MambaVisionMixer
 from ..layers.norm2d import LayerNorm2d
 from ..layers.self_attention import MultiheadSelfAttention
@@ -33,6 +34,7 @@ from ..layers.window import pad_to_windows, window_merge, window_partition
 
 OUT_TYPES = ('featmap', 'avg_featmap')
 OUT_NORMS = ('bn', 'ln2d', 'none')
+DOWNSAMPLES = ('conv', 'attention_pool')
 ARCH_KEYS = ('embed_dims', 'stem_channels', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'layer_scale',
              'layer_scale_conv', 'drop_path_rate')
 REQUIRED_ARCH_KEYS = ('embed_dims', 'stem_channels', 'depths', 'num_heads', 'window_size')
@@ -152,7 +154,8 @@ class MambaVisionStage(nn.Module):
     returns (the downsampled map for the next stage, the stage's own map before downsampling)."""
 
     def __init__(self, dims, depth, conv, num_heads, window_size, mlp_ratio, mixer_cfg, drop_paths, layer_scale,
-                 layer_scale_conv, downsample, drop_rate=0., attn_drop_rate=0., with_cp=False):
+                 layer_scale_conv, downsample, drop_rate=0., attn_drop_rate=0., with_cp=False,
+                 downsample_type='conv'):
         super().__init__()
         self.conv = conv
         self.window_size = window_size
@@ -165,7 +168,12 @@ class MambaVisionStage(nn.Module):
                 HybridBlock(dims, i >= mamba, num_heads, mlp_ratio, mixer_cfg, drop_paths[i], layer_scale,
                             drop_rate, attn_drop_rate) for i in range(depth)
             ])
-        self.downsample = Downsample(dims) if downsample else None
+        if not downsample:
+            self.downsample = None
+        elif downsample_type == 'attention_pool':
+            self.downsample = AttentionPoolDownsample(dims, 2 * dims)
+        else:
+            self.downsample = Downsample(dims)
 
     def _run_blocks(self, x):
         for block in self.blocks:
@@ -233,6 +241,9 @@ class MambaVision(BaseModule):
         mixer_cfg (dict, optional): further arguments of :class:`~mmssm.models.layers.MambaVisionMixer`
             (``d_state`` 8, ``d_conv`` 3, ``expand`` 1, ``dt_rank``, ``scan_backend``, ...).
         with_cp (bool): activation checkpointing of each block (saves memory, costs a second forward).
+        downsample (str): between stages, 'conv' (the official 3x3 stride-2 convolution) or 'attention_pool'
+            (vim_ssm_cv24's attention pooling over each 3x3 neighbourhood, :class:`AttentionPoolDownsample`; same
+            output sizes, new weights). Default: 'conv'.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)`` with a checkpoint converted by
             ``tools/model_converters/mambavision2mmssm.py``. Without it the official initialization is used
             (truncated normal 0.02 for every linear layer, zero biases, unit norms); so it is with
@@ -268,7 +279,8 @@ class MambaVision(BaseModule):
 
     def __init__(self, arch='tiny', in_channels=3, window_size=None, out_indices=3, out_norm='bn',
                  out_type='featmap', frozen_stages=-1, norm_eval=False, drop_rate=0., attn_drop_rate=0.,
-                 drop_path_rate=None, discretization='zoh', mixer_cfg=None, with_cp=False, init_cfg=None):
+                 drop_path_rate=None, discretization='zoh', mixer_cfg=None, with_cp=False, downsample='conv',
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         if window_size is not None:
@@ -283,6 +295,8 @@ class MambaVision(BaseModule):
             raise ValueError(f'MambaVision: unknown discretization {discretization!r}; choose one of {METHODS}.')
         if out_type not in OUT_TYPES:
             raise ValueError(f'MambaVision: out_type must be one of {OUT_TYPES}, got {out_type!r}.')
+        if downsample not in DOWNSAMPLES:
+            raise ValueError(f'MambaVision: downsample must be one of {DOWNSAMPLES}, got {downsample!r}.')
         if drop_path_rate is None:
             drop_path_rate = settings.get('drop_path_rate', 0.)
         for name, value in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
@@ -322,7 +336,7 @@ class MambaVision(BaseModule):
                 mixer_cfg=mixer_cfg, drop_paths=rates[start:start + depth],
                 layer_scale=settings.get('layer_scale'), layer_scale_conv=settings.get('layer_scale_conv'),
                 downsample=i < self.num_stages - 1, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
-                with_cp=with_cp))
+                with_cp=with_cp, downsample_type=downsample))
         for i in self.out_indices:
             self.add_module(f'norm{i}', self._build_out_norm(out_norm, self.num_features[i]))
         self._register_load_state_dict_pre_hook(self._skip_batch_norm_into_other_norm)

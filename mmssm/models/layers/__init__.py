@@ -1,5 +1,5 @@
 from .add_norm import add_norm, fused_add_norm_available
-from .attention_pool import AttentionPool
+from .attention_pool import AttentionPool, AttentionPoolDownsample
 from .inverted_residual import CausalInvertedResidual1d
 from .mamba_mixer import MambaMixer
 from .mamba_vision_mixer import MambaVisionMixer
@@ -12,4 +12,5 @@ from .self_attention import MultiheadSelfAttention
 
 __all__ = ['RMSNorm', 'MambaMixer', 'CausalInvertedResidual1d', 'TokenSqueezeExcitation', 'VisionRoPE2d',
            'resize_pos_embed', 'add_norm', 'fused_add_norm_available', 'MambaVisionMixer', 'LayerNorm2d',
-           'MultiheadSelfAttention', 'AttentionPool']
+           'MultiheadSelfAttention', 'AttentionPool',
+           'AttentionPoolDownsample']

@@ -46,7 +46,8 @@ class AttentionPool(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         nn.init.trunc_normal_(self.query, std=0.02, a=-0.04, b=0.04)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: optional (batch, L) bools, True for the tokens that may be attended to (each row needs one)."""
         if x.dim() == 4:
             if x.shape[1] != self.embed_dims:
                 raise ValueError(f'AttentionPool: expected a (batch, {self.embed_dims}, H, W) map, got '
@@ -60,9 +61,55 @@ class AttentionPool(nn.Module):
         batch, length, channels = x.shape
         kv = self.kv(self.norm(x)).view(batch, length, 2, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
         q = self.q(self.query).view(1, self.num_queries, self.num_heads, self.head_dims).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1).to(kv.dtype), kv[0], kv[1])
+        attn_mask = None
+        if mask is not None:
+            if mask.shape != (batch, length) or mask.dtype != torch.bool:
+                raise ValueError(f'AttentionPool: mask must be ({batch}, {length}) bools, got {tuple(mask.shape)} '
+                                 f'{mask.dtype}.')
+            attn_mask = mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1).to(kv.dtype), kv[0], kv[1],
+                                             attn_mask=attn_mask)
         out = self.proj(out.transpose(1, 2).reshape(batch, self.num_queries, channels))
         return out.mean(1) if self.reduce == 'mean' else out
 
     def extra_repr(self) -> str:
         return f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, num_queries={self.num_queries}'
+
+
+@MODELS.register_module()
+class AttentionPoolDownsample(nn.Module):
+    """Downsampling by attention pooling (vim_ssm_cv24's replacement of MambaVision's strided convolution): each
+    output pixel pools the ``kernel_size`` x ``kernel_size`` neighbourhood around its input position (stride 2,
+    the strided convolution's geometry, so output sizes are the same: ceil(H / 2) x ceil(W / 2)) with
+    :class:`AttentionPool`, positions outside the map masked out, then a linear layer maps C to ``out_channels``.
+
+    Args:
+        in_channels (int): C.
+        out_channels (int): channels of the output map. Default: 2C.
+        kernel_size (int): odd neighbourhood size. Default: 3.
+        num_heads (int, optional): heads of the pooling.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, kernel_size: int = 3,
+                 num_heads: int | None = None):
+        super().__init__()
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f'AttentionPoolDownsample: kernel_size must be an odd positive int, got '
+                             f'{kernel_size!r}.')
+        self.in_channels, self.kernel_size = in_channels, kernel_size
+        self.out_channels = out_channels or 2 * in_channels
+        self.pool = AttentionPool(in_channels, num_heads=num_heads)
+        self.proj = nn.Linear(in_channels, self.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        k, pad = self.kernel_size, self.kernel_size // 2
+        out_h, out_w = (height + 2 * pad - k) // 2 + 1, (width + 2 * pad - k) // 2 + 1
+        patches = F.unfold(x, k, padding=pad, stride=2)  # (batch, C * k * k, out_h * out_w)
+        tokens = patches.view(batch, channels, k * k, -1).permute(0, 3, 2, 1).reshape(-1, k * k, channels)
+        valid = F.unfold(x.new_ones(1, 1, height, width), k, padding=pad, stride=2)[0].T > 0  # (positions, k*k)
+        pooled = self.pool(tokens, mask=valid.repeat(batch, 1))
+        return self.proj(pooled).view(batch, out_h, out_w, self.out_channels).permute(0, 3, 1, 2).contiguous()
+
+    def extra_repr(self) -> str:
+        return f'{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}'

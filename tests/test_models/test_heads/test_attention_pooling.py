@@ -89,3 +89,46 @@ def test_head_in_an_mmpretrain_classifier_trains_at_odd_sizes():
     assert head.fc.weight.grad is not None and head.pool.query.grad is not None
     with pytest.raises(ValueError, match='num_classes must be a positive int'):
         MODELS.build(dict(type='mmssm.AttentionPoolingHead', num_classes=0, in_channels=8))
+
+
+def test_mask_excludes_tokens():
+    torch.manual_seed(0)
+    pool = AttentionPool(8, num_heads=2).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    mask = torch.tensor([[True, True, False, True, False], [True] * 5])
+    out = pool(x, mask=mask)
+    torch.testing.assert_close(out[0], pool(x[0:1, [0, 1, 3]])[0])
+    torch.testing.assert_close(out[1], pool(x[1:2])[0])
+
+
+@pytest.mark.parametrize('size', [(1, 1), (7, 5), (8, 8), (13, 6)])
+def test_attention_pool_downsample_pools_each_neighbourhood(size):
+    from mmssm.models import AttentionPoolDownsample
+    torch.manual_seed(0)
+    down = AttentionPoolDownsample(8, num_heads=2).double()
+    x = torch.randn(2, 8, *size, dtype=torch.float64)
+    out = down(x)
+    conv_shape = torch.nn.functional.conv2d(x, x.new_zeros(16, 8, 3, 3), stride=2, padding=1).shape
+    assert out.shape == conv_shape
+    # output pixel (i, j) pools input rows 2i-1..2i+1 and columns 2j-1..2j+1 that exist
+    height, width = size
+    for i, j in [(0, 0), (out.shape[2] - 1, out.shape[3] - 1)]:
+        rows = [r for r in range(2 * i - 1, 2 * i + 2) if 0 <= r < height]
+        cols = [c for c in range(2 * j - 1, 2 * j + 2) if 0 <= c < width]
+        tokens = x[:, :, rows][:, :, :, cols].flatten(2).transpose(1, 2)
+        torch.testing.assert_close(out[:, :, i, j], down.proj(down.pool(tokens)))
+
+
+def test_mambavision_with_attention_pool_downsampling_trains_at_odd_sizes():
+    from mmssm.models import MambaVision
+    torch.manual_seed(0)
+    model = MambaVision('test', downsample='attention_pool', out_indices=(0, 1, 2, 3), out_norm='ln2d')
+    reference = MambaVision('test', out_indices=(0, 1, 2, 3), out_norm='ln2d')
+    x = torch.randn(2, 3, 70, 45)
+    outs = model(x)
+    assert [o.shape for o in outs] == [o.shape for o in reference(x)]
+    sum(o.square().mean() for o in outs).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert type(model.levels[0].downsample).__name__ == 'AttentionPoolDownsample'
+    with pytest.raises(ValueError, match="downsample must be one of"):
+        MambaVision('test', downsample='pool')
