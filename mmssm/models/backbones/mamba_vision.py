@@ -29,12 +29,16 @@ from mmssm.registry import MODELS
 from ..layers.attention_pool import AttentionPoolDownsample
 from ..layers.mamba_vision_mixer import MambaVisionMixer
 from ..layers.norm2d import LayerNorm2d
+from ..layers.s4d import S4DMixer
+from ..layers.s5 import S5Mixer
 from ..layers.self_attention import MultiheadSelfAttention
 from ..layers.window import pad_to_windows, window_merge, window_partition
 
 OUT_TYPES = ('featmap', 'avg_featmap')
 OUT_NORMS = ('bn', 'ln2d', 'none')
 DOWNSAMPLES = ('conv', 'attention_pool')
+# the SSM of the Mamba blocks: the official selective scan, or the LTI S4D / S5 layers in the same outer structure
+MIXERS = {'s6': MambaVisionMixer, 's4d': S4DMixer, 's5': S5Mixer}
 ARCH_KEYS = ('embed_dims', 'stem_channels', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'layer_scale',
              'layer_scale_conv', 'drop_path_rate')
 REQUIRED_ARCH_KEYS = ('embed_dims', 'stem_channels', 'depths', 'num_heads', 'window_size')
@@ -117,11 +121,12 @@ class Mlp(nn.Module):
 
 
 class HybridBlock(nn.Module):
-    """Pre-norm transformer block over window tokens whose token mixer is either :class:`MambaVisionMixer` or
-    multi-head self-attention; LayerNorms with eps 1e-5, optional layer scales ``gamma_1`` / ``gamma_2``."""
+    """Pre-norm transformer block over window tokens whose token mixer is either an SSM mixer (``mixer``, a key of
+    ``MIXERS``: :class:`MambaVisionMixer` for 's6') or multi-head self-attention; LayerNorms with eps 1e-5, optional
+    layer scales ``gamma_1`` / ``gamma_2``."""
 
     def __init__(self, dims, use_attention, num_heads, mlp_ratio, mixer_cfg, drop_path=0., layer_scale=None,
-                 drop_rate=0., attn_drop_rate=0.):
+                 drop_rate=0., attn_drop_rate=0., mixer='s6'):
         super().__init__()
         self.use_attention = use_attention
         self.norm1 = nn.LayerNorm(dims, eps=1e-5)
@@ -129,7 +134,7 @@ class HybridBlock(nn.Module):
             self.mixer = MultiheadSelfAttention(dims, num_heads, qkv_bias=True, attn_drop=attn_drop_rate,
                                                 proj_drop=drop_rate)
         else:
-            self.mixer = MambaVisionMixer(dims, **mixer_cfg)
+            self.mixer = MIXERS[mixer](dims, **mixer_cfg)
         self.norm2 = nn.LayerNorm(dims, eps=1e-5)
         self.mlp = Mlp(dims, int(dims * mlp_ratio), drop_rate)
         if layer_scale is not None:
@@ -155,7 +160,7 @@ class MambaVisionStage(nn.Module):
 
     def __init__(self, dims, depth, conv, num_heads, window_size, mlp_ratio, mixer_cfg, drop_paths, layer_scale,
                  layer_scale_conv, downsample, drop_rate=0., attn_drop_rate=0., with_cp=False,
-                 downsample_type='conv'):
+                 downsample_type='conv', mixer='s6'):
         super().__init__()
         self.conv = conv
         self.window_size = window_size
@@ -166,7 +171,7 @@ class MambaVisionStage(nn.Module):
             mamba = num_mamba_blocks(depth)
             self.blocks = nn.ModuleList([
                 HybridBlock(dims, i >= mamba, num_heads, mlp_ratio, mixer_cfg, drop_paths[i], layer_scale,
-                            drop_rate, attn_drop_rate) for i in range(depth)
+                            drop_rate, attn_drop_rate, mixer) for i in range(depth)
             ])
         if not downsample:
             self.downsample = None
@@ -237,9 +242,14 @@ class MambaVision(BaseModule):
         drop_path_rate (float, optional): stochastic depth, rising linearly over all blocks of all stages. Default:
             the arch's official training value (0.2 for T/T2/S, 0.3 for B/L/L2, 0.5 for L3).
         discretization (str): the selective scan's method in every Mamba block: 'zoh' (Mamba's, loads the official
-            weights unchanged), 'foh', 'bilinear', 'poly', 'highorder' or 'rk4'. Default: 'zoh'.
-        mixer_cfg (dict, optional): further arguments of :class:`~mmssm.models.layers.MambaVisionMixer`
-            (``d_state`` 8, ``d_conv`` 3, ``expand`` 1, ``dt_rank``, ``scan_backend``, ...).
+            weights unchanged), 'foh', 'bilinear', 'poly', 'highorder' or 'rk4'. Default: 'zoh'. The 's4d' and
+            's5' mixers take 'zoh' only.
+        mixer (str): the SSM of the Mamba blocks: 's6' (the official selective scan,
+            :class:`~mmssm.models.layers.MambaVisionMixer`), 's4d' (:class:`~mmssm.models.layers.S4DMixer`) or 's5'
+            (:class:`~mmssm.models.layers.S5Mixer`), all in the same outer structure (in_proj, two convolutions,
+            out_proj). Default: 's6'; official checkpoints load into 's6' only.
+        mixer_cfg (dict, optional): further arguments of the mixer class (``d_state`` 8, ``d_conv`` 3, ``expand``
+            1, and for 's6' ``dt_rank``, ``scan_backend``, ...).
         with_cp (bool): activation checkpointing of each block (saves memory, costs a second forward).
         downsample (str): between stages, 'conv' (the official 3x3 stride-2 convolution) or 'attention_pool'
             (vim_ssm_cv24's attention pooling over each 3x3 neighbourhood, :class:`AttentionPoolDownsample`; same
@@ -280,7 +290,7 @@ class MambaVision(BaseModule):
     def __init__(self, arch='tiny', in_channels=3, window_size=None, out_indices=3, out_norm='bn',
                  out_type='featmap', frozen_stages=-1, norm_eval=False, drop_rate=0., attn_drop_rate=0.,
                  drop_path_rate=None, discretization='zoh', mixer_cfg=None, with_cp=False, downsample='conv',
-                 init_cfg=None):
+                 init_cfg=None, mixer='s6'):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         if window_size is not None:
@@ -293,6 +303,11 @@ class MambaVision(BaseModule):
             raise ValueError(f'MambaVision: in_channels must be a positive int, got {in_channels!r}.')
         if discretization not in METHODS:
             raise ValueError(f'MambaVision: unknown discretization {discretization!r}; choose one of {METHODS}.')
+        if mixer not in MIXERS:
+            raise ValueError(f'MambaVision: unknown mixer {mixer!r}; choose one of {tuple(MIXERS)}.')
+        if mixer != 's6' and discretization != 'zoh':
+            raise ValueError(f"MambaVision: mixer {mixer!r} takes discretization 'zoh' only, got "
+                             f"{discretization!r}; use mixer='s6' for the other methods.")
         if out_type not in OUT_TYPES:
             raise ValueError(f'MambaVision: out_type must be one of {OUT_TYPES}, got {out_type!r}.')
         if downsample not in DOWNSAMPLES:
@@ -321,6 +336,7 @@ class MambaVision(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.discretization = discretization
+        self.mixer = mixer
         self.drop_path_rate = drop_path_rate
 
         self.patch_embed = PatchEmbed(in_channels, settings['stem_channels'], self.embed_dims)
@@ -336,7 +352,7 @@ class MambaVision(BaseModule):
                 mixer_cfg=mixer_cfg, drop_paths=rates[start:start + depth],
                 layer_scale=settings.get('layer_scale'), layer_scale_conv=settings.get('layer_scale_conv'),
                 downsample=i < self.num_stages - 1, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
-                with_cp=with_cp, downsample_type=downsample))
+                with_cp=with_cp, downsample_type=downsample, mixer=mixer))
         for i in self.out_indices:
             self.add_module(f'norm{i}', self._build_out_norm(out_norm, self.num_features[i]))
         self._register_load_state_dict_pre_hook(self._skip_batch_norm_into_other_norm)

@@ -7,10 +7,12 @@ from .norm import RMSNorm
 from .norm2d import LayerNorm2d
 from .pos_embed import resize_pos_embed
 from .rope import VisionRoPE2d
+from .s4d import S4DMixer
+from .s5 import S5Mixer
 from .se import TokenSqueezeExcitation
 from .self_attention import MultiheadSelfAttention
 
 __all__ = ['RMSNorm', 'MambaMixer', 'CausalInvertedResidual1d', 'TokenSqueezeExcitation', 'VisionRoPE2d',
            'resize_pos_embed', 'add_norm', 'fused_add_norm_available', 'MambaVisionMixer', 'LayerNorm2d',
            'MultiheadSelfAttention', 'AttentionPool',
-           'AttentionPoolDownsample']
+           'AttentionPoolDownsample', 'S4DMixer', 'S5Mixer']
