@@ -161,7 +161,8 @@ def test_s5_initialization():
 
 @pytest.mark.parametrize('kind', sorted(MIXERS))
 def test_registered_and_checked(kind):
-    assert isinstance(MODELS.build(dict(type=MIXERS[kind].__name__, embed_dims=4)), MIXERS[kind])
+    # scope-qualified, as configs name it: earlier tests may leave another default scope
+    assert isinstance(MODELS.build(dict(type=f'mmssm.{MIXERS[kind].__name__}', embed_dims=4)), MIXERS[kind])
     with pytest.raises(ValueError, match="only discretization 'zoh'"):
         MIXERS[kind](4, discretization='rk4')
     with pytest.raises(ValueError, match='must be an even number'):
