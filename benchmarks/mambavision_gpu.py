@@ -103,18 +103,13 @@ class MixerOnMambaKernel(MambaVisionMixer):
     dt bias in float32, B and C made contiguous); the projections and convolutions are mmssm's, so the two builds
     differ in the scan call only. ``mamba_kernels`` (the compiled module) is set on the instance."""
 
-    def forward(self, hidden_states):
-        xz = self.in_proj(hidden_states).transpose(1, 2)
-        x, z = xz.chunk(2, dim=1)
-        x = self._conv(x, self.conv1d_x)
-        z = self._conv(z, self.conv1d_z)
+    def ssm(self, x):
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = self.dt_proj(dt).transpose(1, 2)
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
         A = -torch.exp(self.A_log.float())
-        y = selective_scan_fn(self.mamba_kernels, x, dt, A, B, C, self.D.float(), z=None,
-                              delta_bias=self.dt_proj.bias.float(), delta_softplus=True, return_last_state=None)
-        return self.out_proj(torch.cat([y, z], dim=1).transpose(1, 2))
+        return selective_scan_fn(self.mamba_kernels, x, dt, A, B, C, self.D.float(), z=None,
+                                 delta_bias=self.dt_proj.bias.float(), delta_softplus=True, return_last_state=None)
 
 
 def use_scan(model, kernels):

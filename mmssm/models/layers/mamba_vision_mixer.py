@@ -1,11 +1,12 @@
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmssm.ops.selective_scan import METHODS, selective_scan
 from mmssm.registry import MODELS
+
+from .split_conv_mixer import SplitConvMixer
 
 
 def _at_least_fp32(tensor):
@@ -14,7 +15,7 @@ def _at_least_fp32(tensor):
 
 
 @MODELS.register_module()
-class MambaVisionMixer(nn.Module):
+class MambaVisionMixer(SplitConvMixer):
     """MambaVision's token mixer (Hatamizadeh & Kautz, CVPR 2025): half the channels go through a selective scan,
     the other half through a symmetric path without SSM, and the two halves are concatenated.
 
@@ -47,83 +48,48 @@ class MambaVisionMixer(nn.Module):
     def __init__(self, embed_dims: int, d_state: int = 8, d_conv: int = 3, expand: float = 1, dt_rank='auto',
                  dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4, conv_bias: bool = False,
                  bias: bool = False, discretization: str = 'zoh', scan_backend: str = 'auto'):
-        super().__init__()
-        if not isinstance(embed_dims, int) or embed_dims <= 0:
-            raise ValueError(f'MambaVisionMixer: embed_dims must be a positive int, got {embed_dims!r}.')
-        if not isinstance(d_state, int) or d_state <= 0:
-            raise ValueError(f'MambaVisionMixer: d_state must be a positive int, got {d_state!r}.')
-        if not isinstance(d_conv, int) or d_conv <= 0:
-            raise ValueError(f'MambaVisionMixer: d_conv must be a positive int, got {d_conv!r}.')
-        if discretization not in METHODS:
-            raise ValueError(f'MambaVisionMixer: unknown discretization {discretization!r}; choose one of {METHODS}.')
-        d_inner = int(expand * embed_dims)
-        if d_inner < 2 or d_inner % 2:
-            raise ValueError(f'MambaVisionMixer: int(expand * embed_dims) = {d_inner} must be an even number >= 2 '
-                             f'(it is split into the SSM half and the non-SSM half); got expand={expand!r}, '
-                             f'embed_dims={embed_dims}.')
+        super().__init__(embed_dims, d_state, d_conv, expand, dt_min, dt_max, conv_bias, bias, discretization)
         if dt_rank == 'auto':
             dt_rank = math.ceil(embed_dims / 16)
         if not isinstance(dt_rank, int) or dt_rank <= 0:
             raise ValueError(f"MambaVisionMixer: dt_rank must be a positive int or 'auto', got {dt_rank!r}.")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f'MambaVisionMixer: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}.')
-        self.embed_dims = embed_dims
-        self.d_state = d_state
-        self.d_conv = d_conv
-        self.d_inner = d_inner
         self.dt_rank = dt_rank
-        self.discretization = discretization
         self.scan_backend = scan_backend
-        self._dt_init = (dt_min, dt_max, dt_init_floor)
-        half = d_inner // 2
-
-        self.in_proj = nn.Linear(embed_dims, d_inner, bias=bias)
+        self.dt_init_floor = dt_init_floor
+        half = self.d_inner // 2
         self.x_proj = nn.Linear(half, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, half, bias=True)
         self.A_log = nn.Parameter(torch.empty(half, d_state))
         self.D = nn.Parameter(torch.empty(half))
-        self.out_proj = nn.Linear(d_inner, embed_dims, bias=bias)
-        self.conv1d_x = nn.Conv1d(half, half, d_conv, groups=half, bias=conv_bias)
-        self.conv1d_z = nn.Conv1d(half, half, d_conv, groups=half, bias=conv_bias)
         self.reset_parameters()
+
+    def _check_discretization(self, discretization):
+        if discretization not in METHODS:
+            raise ValueError(f'MambaVisionMixer: unknown discretization {discretization!r}; choose one of {METHODS}.')
 
     @torch.no_grad()
     def reset_parameters(self):
         """Mamba's initialization: S4D-real A, D = 1, dt log-uniform in [dt_min, dt_max] through softplus."""
-        dt_min, dt_max, dt_init_floor = self._dt_init
+        dt_min, dt_max = self.dt_range
         std = self.dt_rank ** -0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
         dt = torch.exp(torch.rand(self.d_inner // 2) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
+        dt = dt.clamp(min=self.dt_init_floor)
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
         self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.A_log._no_weight_decay = True
         self.D.fill_(1.0)
         self.D._no_weight_decay = True
 
-    def _conv(self, x, conv):
-        # symmetric ('same') padding: a window of image tokens has no causal direction
-        return F.silu(F.conv1d(x, conv.weight, conv.bias, padding='same', groups=conv.groups))
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(batch, L, C) -> (batch, L, C)."""
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.embed_dims:
-            raise ValueError(f'MambaVisionMixer: expected input of shape (batch, L, {self.embed_dims}), got '
-                             f'{tuple(hidden_states.shape)}.')
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, d_inner, L)
-        x, z = xz.chunk(2, dim=1)
-        x = self._conv(x, self.conv1d_x)
-        z = self._conv(z, self.conv1d_z)
+    def ssm(self, x: torch.Tensor) -> torch.Tensor:
+        """The selective scan of the x half, (batch, d_inner / 2, L) -> same shape."""
         x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)
-        y = selective_scan(
+        return selective_scan(
             x, delta.to(x.dtype), -torch.exp(_at_least_fp32(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
             D=_at_least_fp32(self.D), z=None, delta_bias=_at_least_fp32(self.dt_proj.bias), delta_softplus=True,
             discretization=self.discretization, backend=self.scan_backend)
-        y = torch.cat([y, z], dim=1)
-        return self.out_proj(y.transpose(1, 2))
 
     def extra_repr(self) -> str:
-        return (f'embed_dims={self.embed_dims}, d_inner={self.d_inner}, d_state={self.d_state}, '
-                f'd_conv={self.d_conv}, dt_rank={self.dt_rank}, discretization={self.discretization!r}')
+        return f'{super().extra_repr()}, dt_rank={self.dt_rank}, discretization={self.discretization!r}'

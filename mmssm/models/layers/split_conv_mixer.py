@@ -1,4 +1,4 @@
-"""The outer structure MambaVision's mixer shares with its S4D and S5 replacements."""
+"""The outer structure of MambaVision's mixer, shared by its selective-scan (S6), S4D and S5 forms."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +16,8 @@ class SplitConvMixer(nn.Module):
     ``out_proj`` maps back to C. The names (``in_proj``, ``conv1d_x``, ``conv1d_z``, ``out_proj``) are those of
     :class:`MambaVisionMixer`.
 
-    Subclasses call ``super().__init__`` first, then build their SSM parameters over ``self.d_inner // 2`` channels.
+    Subclasses call ``super().__init__`` first, then build their SSM parameters over ``self.d_inner // 2`` channels;
+    one that supports other discretizations than 'zoh' overrides ``_check_discretization``.
     """
 
     def __init__(self, embed_dims: int, d_state: int, d_conv: int = 3, expand: float = 1, dt_min: float = 0.001,
@@ -29,10 +30,7 @@ class SplitConvMixer(nn.Module):
             raise ValueError(f'{name}: d_state must be a positive int, got {d_state!r}.')
         if not isinstance(d_conv, int) or d_conv <= 0:
             raise ValueError(f'{name}: d_conv must be a positive int, got {d_conv!r}.')
-        if discretization != 'zoh':
-            # the closed forms of the kernel (S4D) and of the scan coefficients (S5) below are the ZOH ones
-            raise ValueError(f"{name}: only discretization 'zoh' is implemented, got {discretization!r}; use "
-                             f"mixer='s6' for the other methods.")
+        self._check_discretization(discretization)
         d_inner = int(expand * embed_dims)
         if d_inner < 2 or d_inner % 2:
             raise ValueError(f'{name}: int(expand * embed_dims) = {d_inner} must be an even number >= 2 (it is '
@@ -51,6 +49,12 @@ class SplitConvMixer(nn.Module):
         self.out_proj = nn.Linear(d_inner, embed_dims, bias=bias)
         self.conv1d_x = nn.Conv1d(half, half, d_conv, groups=half, bias=conv_bias)
         self.conv1d_z = nn.Conv1d(half, half, d_conv, groups=half, bias=conv_bias)
+
+    def _check_discretization(self, discretization):
+        if discretization != 'zoh':
+            # the closed forms of the kernel (S4D) and of the scan coefficients (S5) are the ZOH ones
+            raise ValueError(f"{type(self).__name__}: only discretization 'zoh' is implemented, got "
+                             f"{discretization!r}; use mixer='s6' for the other methods.")
 
     def _conv(self, x, conv):
         # symmetric ('same') padding: a window of image tokens has no causal direction
