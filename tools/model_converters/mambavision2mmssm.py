@@ -17,8 +17,6 @@ strictly, into an mmssm MambaVision built from the settings the weights tell.
 """
 import argparse
 import os.path as osp
-import pickle
-import re
 import sys
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing mmssm
 
+from mmssm.converters.checkpoint_file import load_checkpoint_file  # noqa: E402
 from mmssm.converters.mambavision import (  # noqa: E402
     mambavision_config_snippet,
     mambavision_conversion,
@@ -49,29 +48,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load(src, trust_pickle):
-    """torch.load with weights_only=True and only argparse.Namespace allowed beside plain data. A file that needs
-    more (an MMEngine training checkpoint with its message hub, say) needs ``--trust-pickle``."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(src, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
-        reason = f'it needs {found.group(1)}' if found else str(error).strip().splitlines()[-1]
-        if not trust_pickle:
-            sys.exit(f'error: {src} cannot be loaded with torch.load(weights_only=True): it holds Python objects '
-                     f'beside tensors ({reason}).\nLoading it with weights_only=False would run whatever code it '
-                     f'holds. If you trust where the file comes from, run again with --trust-pickle.')
-        print(f'warning: {src} needs weights_only=False ({reason}); loading it so, as --trust-pickle allows.',
-              file=sys.stderr)
-        return torch.load(src, map_location='cpu', weights_only=False)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if osp.abspath(args.src) == osp.abspath(args.dst):
         sys.exit('error: DST must differ from SRC.')
-    checkpoint = load(args.src, args.trust_pickle)
+    checkpoint = load_checkpoint_file(args.src, args.trust_pickle)
     try:
         result = mambavision_conversion(checkpoint, backbone_only=args.backbone_only, use_ema=args.ema,
                                         name_hint=args.name or osp.basename(args.src))

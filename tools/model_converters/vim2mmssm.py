@@ -10,7 +10,6 @@ With ``--backbone-only`` it holds the backbone's keys without a prefix (no head)
 """
 import argparse
 import os.path as osp
-import pickle
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing mmssm
 
+from mmssm.converters.checkpoint_file import load_checkpoint_file  # noqa: E402
 from mmssm.converters.vim import compare_rope_tables, vim_config_snippet, vim_conversion  # noqa: E402
 
 
@@ -36,28 +36,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load(src, trust_pickle):
-    """torch.load with weights_only=True; Vim's training checkpoints also hold their argparse.Namespace 'args',
-    which is allowed (plain data). Anything else that needs full unpickling needs ``--trust-pickle``."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(src, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[-1]
-        if not trust_pickle:
-            sys.exit(f'error: {src} cannot be loaded with torch.load(weights_only=True): it holds Python objects '
-                     f'beside tensors ({reason}).\nLoading it with weights_only=False would run whatever code it '
-                     f'holds. If you trust where the file comes from, run again with --trust-pickle.')
-        print(f'warning: {src} needs weights_only=False ({reason}); loading it so, as --trust-pickle allows.',
-              file=sys.stderr)
-        return torch.load(src, map_location='cpu', weights_only=False)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if osp.abspath(args.src) == osp.abspath(args.dst):
         sys.exit('error: DST must differ from SRC.')
-    checkpoint = load(args.src, args.trust_pickle)
+    checkpoint = load_checkpoint_file(args.src, args.trust_pickle)
     try:
         result = vim_conversion(checkpoint, backbone_only=args.backbone_only, cls_token=args.cls_token)
     except ValueError as error:
