@@ -33,14 +33,23 @@ from ..layers.s4d import S4DMixer
 from ..layers.s5 import S5Mixer
 from ..layers.self_attention import MultiheadSelfAttention
 from ..layers.window import pad_to_windows, window_merge, window_partition
+from ..layers.window_attention import (
+    ConvRelPosAttention,
+    NeighbourhoodAttention,
+    ShiftedWindowAttention,
+    WindowGeometry,
+)
 
 OUT_TYPES = ('featmap', 'avg_featmap')
 OUT_NORMS = ('bn', 'ln2d', 'none')
 DOWNSAMPLES = ('conv', 'attention_pool')
 # the SSM of the Mamba blocks: the official selective scan, or the LTI S4D / S5 layers in the same outer structure
 MIXERS = {'s6': MambaVisionMixer, 's4d': S4DMixer, 's5': S5Mixer}
+# the attention blocks' token mixing: the official windows, Swin's shifted windows, neighbourhood attention, CoaT's
+ATTENTIONS = ('window', 'shifted_window', 'sliding_window', 'conv_relative')
+CONV_BLOCKS = ('official', 'convnext')
 ARCH_KEYS = ('embed_dims', 'stem_channels', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'layer_scale',
-             'layer_scale_conv', 'drop_path_rate')
+             'layer_scale_conv', 'drop_path_rate', 'conv_block')
 REQUIRED_ARCH_KEYS = ('embed_dims', 'stem_channels', 'depths', 'num_heads', 'window_size')
 
 
@@ -106,6 +115,29 @@ class ConvBlock(nn.Module):
         return x + self.drop_path(out)
 
 
+class ConvNeXtBlock(nn.Module):
+    """vim_ssm_cv24's ConvNeXt-principles conv block: depthwise 7x7 conv - LayerNorm (over channels, eps 1e-6) -
+    inverted bottleneck (1x1 to 4C, GELU, 1x1 back to C; the only activation) - optional layer scale ``gamma``.
+    Parameters per block 8C^2 + 57C (+C with layer scale) against the official block's 18C^2 + 6C."""
+
+    def __init__(self, dims, drop_path=0., layer_scale=None, expand=4):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dims, dims, 7, 1, 3, groups=dims)
+        self.norm = nn.LayerNorm(dims, eps=1e-6)
+        self.pwconv1 = nn.Linear(dims, expand * dims)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(expand * dims, dims)
+        self.gamma = nn.Parameter(layer_scale * torch.ones(dims)) if layer_scale is not None else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        out = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        out = self.pwconv2(self.act(self.pwconv1(out)))
+        if self.gamma is not None:
+            out = out * self.gamma
+        return x + self.drop_path(out.permute(0, 3, 1, 2))
+
+
 class Mlp(nn.Module):
     """fc1 - GELU (exact) - dropout - fc2 - dropout."""
 
@@ -122,17 +154,26 @@ class Mlp(nn.Module):
 
 class HybridBlock(nn.Module):
     """Pre-norm transformer block over window tokens whose token mixer is either an SSM mixer (``mixer``, a key of
-    ``MIXERS``: :class:`MambaVisionMixer` for 's6') or multi-head self-attention; LayerNorms with eps 1e-5, optional
-    layer scales ``gamma_1`` / ``gamma_2``."""
+    ``MIXERS``: :class:`MambaVisionMixer` for 's6') or multi-head self-attention (``attention``, one of
+    ``ATTENTIONS``; ``shift`` for 'shifted_window', ``window_size`` the neighbourhood of 'sliding_window');
+    LayerNorms with eps 1e-5, optional layer scales ``gamma_1`` / ``gamma_2``. ``forward`` takes the stage's
+    :class:`WindowGeometry`, which every attention but 'window' needs."""
 
     def __init__(self, dims, use_attention, num_heads, mlp_ratio, mixer_cfg, drop_path=0., layer_scale=None,
-                 drop_rate=0., attn_drop_rate=0., mixer='s6'):
+                 drop_rate=0., attn_drop_rate=0., mixer='s6', attention='window', shift=False, window_size=None):
         super().__init__()
         self.use_attention = use_attention
+        self.attention = attention
         self.norm1 = nn.LayerNorm(dims, eps=1e-5)
-        if use_attention:
-            self.mixer = MultiheadSelfAttention(dims, num_heads, qkv_bias=True, attn_drop=attn_drop_rate,
-                                                proj_drop=drop_rate)
+        attn_args = dict(qkv_bias=True, attn_drop=attn_drop_rate, proj_drop=drop_rate)
+        if use_attention and attention == 'shifted_window':
+            self.mixer = ShiftedWindowAttention(dims, num_heads, shift=shift, **attn_args)
+        elif use_attention and attention == 'sliding_window':
+            self.mixer = NeighbourhoodAttention(dims, num_heads, window_size, **attn_args)
+        elif use_attention and attention == 'conv_relative':
+            self.mixer = ConvRelPosAttention(dims, num_heads, **attn_args)
+        elif use_attention:
+            self.mixer = MultiheadSelfAttention(dims, num_heads, **attn_args)
         else:
             self.mixer = MIXERS[mixer](dims, **mixer_cfg)
         self.norm2 = nn.LayerNorm(dims, eps=1e-5)
@@ -144,8 +185,11 @@ class HybridBlock(nn.Module):
             self.gamma_1 = self.gamma_2 = None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x):
-        out = self.mixer(self.norm1(x))
+    def forward(self, x, geometry=None):
+        if self.use_attention and self.attention != 'window':
+            out = self.mixer(self.norm1(x), geometry)
+        else:
+            out = self.mixer(self.norm1(x))
         x = x + self.drop_path(out if self.gamma_1 is None else self.gamma_1 * out)
         out = self.mlp(self.norm2(x))
         return x + self.drop_path(out if self.gamma_2 is None else self.gamma_2 * out)
@@ -155,24 +199,32 @@ class MambaVisionStage(nn.Module):
     """One stage ("level"): conv blocks, or hybrid blocks run on windows, then an optional downsampling.
 
     A hybrid stage pads its map once at the bottom/right to whole windows, runs every block on the windows'
-    tokens (padding included, as the official model), merges the windows and crops the padding. ``forward``
-    returns (the downsampled map for the next stage, the stage's own map before downsampling)."""
+    tokens (padding included, as the official model), merges the windows and crops the padding. With
+    ``num_registers`` R > 0 it prepends R learned tokens (``registers``) to every window's tokens, runs them through
+    all blocks and drops them before merging. ``forward`` returns (the downsampled map for the next stage, the
+    stage's own map before downsampling)."""
 
     def __init__(self, dims, depth, conv, num_heads, window_size, mlp_ratio, mixer_cfg, drop_paths, layer_scale,
                  layer_scale_conv, downsample, drop_rate=0., attn_drop_rate=0., with_cp=False,
-                 downsample_type='conv', mixer='s6'):
+                 downsample_type='conv', mixer='s6', attention='window', num_registers=0, conv_block='official'):
         super().__init__()
         self.conv = conv
         self.window_size = window_size
         self.with_cp = with_cp
+        self.num_registers = 0 if conv else num_registers
         if conv:
-            self.blocks = nn.ModuleList([ConvBlock(dims, drop_paths[i], layer_scale_conv) for i in range(depth)])
+            block = ConvNeXtBlock if conv_block == 'convnext' else ConvBlock
+            self.blocks = nn.ModuleList([block(dims, drop_paths[i], layer_scale_conv) for i in range(depth)])
         else:
             mamba = num_mamba_blocks(depth)
+            # shifted windows alternate: the 2nd, 4th, ... attention block of the stage shifts
             self.blocks = nn.ModuleList([
                 HybridBlock(dims, i >= mamba, num_heads, mlp_ratio, mixer_cfg, drop_paths[i], layer_scale,
-                            drop_rate, attn_drop_rate, mixer) for i in range(depth)
+                            drop_rate, attn_drop_rate, mixer, attention, shift=i >= mamba and (i - mamba) % 2 == 1,
+                            window_size=window_size) for i in range(depth)
             ])
+            if self.num_registers:
+                self.registers = nn.Parameter(trunc_normal_(torch.empty(self.num_registers, dims), std=.02))
         if not downsample:
             self.downsample = None
         elif downsample_type == 'attention_pool':
@@ -180,12 +232,12 @@ class MambaVisionStage(nn.Module):
         else:
             self.downsample = Downsample(dims)
 
-    def _run_blocks(self, x):
+    def _run_blocks(self, x, *geometry):
         for block in self.blocks:
             if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, use_reentrant=False)
+                x = cp.checkpoint(block, x, *geometry, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, *geometry)
         return x
 
     def forward(self, x):
@@ -194,7 +246,11 @@ class MambaVisionStage(nn.Module):
         else:
             height, width = x.shape[-2:]
             padded = pad_to_windows(x, self.window_size)
-            tokens = self._run_blocks(window_partition(padded, self.window_size))
+            tokens = window_partition(padded, self.window_size)
+            reg = self.num_registers
+            if reg:
+                tokens = torch.cat([self.registers.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+            tokens = self._run_blocks(tokens, WindowGeometry(height, width, self.window_size, reg))[:, reg:]
             x = window_merge(tokens, self.window_size, *padded.shape[-2:])[:, :, :height, :width].contiguous()
         return (x if self.downsample is None else self.downsample(x)), x
 
@@ -221,11 +277,12 @@ class MambaVision(BaseModule):
     Args:
         arch (str | dict): a name of :attr:`arch_zoo` (the paper's 'tiny', 'tiny2', 'small', 'base', 'large',
             'large2', the ImageNet-21K 'large2-512', 'large3-256', 'large3-512', each also under the official model
-            name such as 'mamba_vision_T' or 'mamba_vision_L3_512_21k', and 'test', a tiny model for unit tests),
+            name such as 'mamba_vision_T' or 'mamba_vision_L3_512_21k', 'test', a tiny model for unit tests,
+            and 'tiny-convnext', 'small-convnext', 'base-convnext' and 'test-convnext' with ConvNeXt conv stages),
             or a dict with ``embed_dims``, ``stem_channels``, ``depths`` (4), ``num_heads`` (4), ``window_size``
             (4; the first two belong to the conv stages and are not used, kept as in the official configs) and
             optionally ``mlp_ratio`` (4), ``layer_scale`` and ``layer_scale_conv`` (None: no layer scale; a float:
-            its initial value), ``drop_path_rate`` (0).
+            its initial value), ``drop_path_rate`` (0), ``conv_block`` ('official').
         in_channels (int): image channels. Default: 3.
         window_size (Sequence[int], optional): override the arch's 4 window sizes (the official detection configs
             use (8, 8, 112, 56), the segmentation ones (8, 8, 64, 32)).
@@ -254,11 +311,32 @@ class MambaVision(BaseModule):
         downsample (str): between stages, 'conv' (the official 3x3 stride-2 convolution) or 'attention_pool'
             (vim_ssm_cv24's attention pooling over each 3x3 neighbourhood, :class:`AttentionPoolDownsample`; same
             output sizes, new weights). Default: 'conv'.
+        attention (str): the token mixing of the hybrid stages' attention blocks: 'window' (the official attention
+            within each window, padding included), 'shifted_window' (Swin: every second attention block of a
+            stage rolls the windows by window_size // 2 with the mask that keeps apart tokens the roll brings
+            together, :class:`~mmssm.models.layers.ShiftedWindowAttention`), 'sliding_window' (neighbourhood
+            attention over the window_size x window_size neighbourhood of each token, clamped at the borders as
+            NATTEN, :class:`~mmssm.models.layers.NeighbourhoodAttention`) or 'conv_relative' (CoaT's factorized
+            attention with a depthwise 3x3 convolutional relative position encoding, within windows,
+            :class:`~mmssm.models.layers.ConvRelPosAttention`). All but 'window' keep padding out of the real
+            tokens' attention outputs (the Mamba blocks still scan the padded windows, as the official model).
+            Default: 'window'; all but 'conv_relative' (which adds ``crpe``) load official checkpoints.
+        num_registers (int): R learned register tokens (Darcet et al., 2024) per hybrid stage (``registers``,
+            (R, C)), prepended to every window's tokens, carried through all blocks of the stage (Mamba blocks
+            too) and dropped before the windows are merged. Default: 0 (none; no parameter is added).
+        conv_block (str, optional): the blocks of the two conv stages: 'official' (conv3x3 - BN - GELU -
+            conv3x3 - BN, 18C^2 + 6C parameters per block) or 'convnext' (vim_ssm_cv24's ConvNeXt principles:
+            depthwise 7x7 - LayerNorm - 1x1 to 4C - GELU - 1x1, :class:`ConvNeXtBlock`, 8C^2 + 57C per block; for
+            'tiny' this removes 803,440 of 31.8M parameters). Default: None, the arch's (``conv_block`` of the arch,
+            'official' unless it says otherwise, as the '*-convnext' archs do).
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)`` with a checkpoint converted by
             ``tools/model_converters/mambavision2mmssm.py``. Without it the official initialization is used
             (truncated normal 0.02 for every linear layer, zero biases, unit norms); so it is with
             ``checkpoint=None``, which the task configs set, so that a child config or ``--cfg-options
             model.backbone.init_cfg.checkpoint=PATH`` only has to give the path.
+        pruned_widths (dict, optional): per-block widths of a structurally pruned model, ``{'<stage>.<block>':
+            {'d_inner': int, 'num_heads': int, 'mlp_hidden': int}}`` (the keys that block has), written by
+            ``tools/analysis/prune_export.py`` (see :mod:`mmssm.pruning.export`). Default: None (full widths).
     """
 
     _T = _arch(80, 32, (1, 3, 8, 4), (2, 4, 8, 16), (8, 8, 14, 7), 0.2)
@@ -283,14 +361,20 @@ class MambaVision(BaseModule):
         'test': dict(embed_dims=8, stem_channels=8, depths=(1, 1, 3, 2), num_heads=(1, 1, 2, 4),
                      window_size=(8, 8, 3, 2), mlp_ratio=2, layer_scale=None, layer_scale_conv=None,
                      drop_path_rate=0.),
+        # vim_ssm_cv24's ConvNeXt-principles conv stages (``conv_block='convnext'``) on the official hybrid stages
+        'tiny-convnext': dict(_T, conv_block='convnext'),
+        'small-convnext': dict(_S, conv_block='convnext'),
+        'base-convnext': dict(_B, conv_block='convnext'),
     }
+    arch_zoo['test-convnext'] = dict(arch_zoo['test'], conv_block='convnext')
     del _T, _T2, _S, _B, _L, _L2, _L2_512, _L3_256, _L3_512
     num_stages = 4
 
     def __init__(self, arch='tiny', in_channels=3, window_size=None, out_indices=3, out_norm='bn',
                  out_type='featmap', frozen_stages=-1, norm_eval=False, drop_rate=0., attn_drop_rate=0.,
                  drop_path_rate=None, discretization='zoh', mixer_cfg=None, with_cp=False, downsample='conv',
-                 init_cfg=None, mixer='s6'):
+                 init_cfg=None, mixer='s6', attention='window', num_registers=0, conv_block=None,
+                 pruned_widths=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         if window_size is not None:
@@ -312,6 +396,17 @@ class MambaVision(BaseModule):
             raise ValueError(f'MambaVision: out_type must be one of {OUT_TYPES}, got {out_type!r}.')
         if downsample not in DOWNSAMPLES:
             raise ValueError(f'MambaVision: downsample must be one of {DOWNSAMPLES}, got {downsample!r}.')
+        if attention not in ATTENTIONS:
+            raise ValueError(f'MambaVision: unknown attention {attention!r}; choose one of {ATTENTIONS}.')
+        if not isinstance(num_registers, int) or isinstance(num_registers, bool) or num_registers < 0:
+            raise ValueError(f'MambaVision: num_registers must be an int >= 0 (register tokens per window of each '
+                             f'hybrid stage; 0 for none), got {num_registers!r}.')
+        if conv_block is None:
+            conv_block = settings.get('conv_block', 'official')
+        if conv_block not in CONV_BLOCKS:
+            raise ValueError(f'MambaVision: unknown conv_block {conv_block!r}; choose one of {CONV_BLOCKS} (or None '
+                             f'for the arch\'s).')
+        settings['conv_block'] = conv_block
         if drop_path_rate is None:
             drop_path_rate = settings.get('drop_path_rate', 0.)
         for name, value in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
@@ -338,6 +433,9 @@ class MambaVision(BaseModule):
         self.discretization = discretization
         self.mixer = mixer
         self.drop_path_rate = drop_path_rate
+        self.attention = attention
+        self.num_registers = num_registers
+        self.conv_block = conv_block
 
         self.patch_embed = PatchEmbed(in_channels, settings['stem_channels'], self.embed_dims)
         num_blocks = sum(self.depths)
@@ -352,11 +450,15 @@ class MambaVision(BaseModule):
                 mixer_cfg=mixer_cfg, drop_paths=rates[start:start + depth],
                 layer_scale=settings.get('layer_scale'), layer_scale_conv=settings.get('layer_scale_conv'),
                 downsample=i < self.num_stages - 1, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
-                with_cp=with_cp, downsample_type=downsample, mixer=mixer))
+                with_cp=with_cp, downsample_type=downsample, mixer=mixer, attention=attention,
+                num_registers=num_registers, conv_block=conv_block))
         for i in self.out_indices:
             self.add_module(f'norm{i}', self._build_out_norm(out_norm, self.num_features[i]))
         self._register_load_state_dict_pre_hook(self._skip_batch_norm_into_other_norm)
         self.apply(self._official_init)
+        if pruned_widths:  # a structurally pruned model (tools/analysis/prune_export.py)
+            from mmssm.pruning.export import apply_pruned_widths
+            apply_pruned_widths(self, pruned_widths)
         self._freeze_stages()
 
     # ------------------------------------------------------------------ argument checks
@@ -373,8 +475,8 @@ class MambaVision(BaseModule):
         unknown = set(arch) - set(ARCH_KEYS)
         if missing or unknown:
             raise ValueError(f'MambaVision: an arch dict needs {list(REQUIRED_ARCH_KEYS)} (optional mlp_ratio, '
-                             f'layer_scale, layer_scale_conv, drop_path_rate); missing {sorted(missing)}, unknown '
-                             f'{sorted(unknown)} in {arch!r}.')
+                             f'layer_scale, layer_scale_conv, drop_path_rate, conv_block); missing {sorted(missing)}, '
+                             f'unknown {sorted(unknown)} in {arch!r}.')
         arch = dict(arch)
         for key in ('embed_dims', 'stem_channels'):
             if not isinstance(arch[key], int) or arch[key] <= 0:
@@ -520,7 +622,10 @@ class MambaVision(BaseModule):
         if name.startswith('levels.'):
             parts = name.split('.')
             stage = int(parts[1])
-            block = int(parts[3]) if parts[2] == 'blocks' else self.depths[stage] - 1
+            if parts[2] == 'blocks':
+                block = int(parts[3])
+            else:  # the registers enter with the stage's first block, a downsampling leaves with its last
+                block = 0 if parts[2] == 'registers' else self.depths[stage] - 1
             return sum(self.depths[:stage]) + block + 1, num_layers
         return num_layers - 1, num_layers
 

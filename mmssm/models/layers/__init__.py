@@ -11,8 +11,10 @@ from .s4d import S4DMixer
 from .s5 import S5Mixer
 from .se import TokenSqueezeExcitation
 from .self_attention import MultiheadSelfAttention
+from .window_attention import ConvRelPosAttention, NeighbourhoodAttention, ShiftedWindowAttention, WindowGeometry
 
 __all__ = ['RMSNorm', 'MambaMixer', 'CausalInvertedResidual1d', 'TokenSqueezeExcitation', 'VisionRoPE2d',
            'resize_pos_embed', 'add_norm', 'fused_add_norm_available', 'MambaVisionMixer', 'LayerNorm2d',
            'MultiheadSelfAttention', 'AttentionPool',
-           'AttentionPoolDownsample', 'S4DMixer', 'S5Mixer']
+           'AttentionPoolDownsample', 'S4DMixer', 'S5Mixer', 'ShiftedWindowAttention', 'NeighbourhoodAttention',
+           'ConvRelPosAttention', 'WindowGeometry']

@@ -34,7 +34,7 @@ class MultiheadSelfAttention(nn.Module):
         qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.)
-        x = x.transpose(1, 2).reshape(batch, length, channels)
+        x = x.transpose(1, 2).reshape(batch, length, -1)  # heads * head_dims: fewer after head pruning
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:
