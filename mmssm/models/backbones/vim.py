@@ -135,6 +135,9 @@ class Vim(BaseModule):
             ``checkpoint=None`` trains from scratch (the task configs' default, so that
             ``--cfg-options model.backbone.init_cfg.checkpoint=PATH`` sets it). A checkpoint none of whose keys
             fit this backbone is an error, not a silent random init.
+        pruned_widths (dict, optional): per-block widths of a structurally pruned model, ``{'<block index>':
+            {'d_inner': int}}``, written by ``tools/analysis/prune_export.py`` (see :mod:`mmssm.pruning.export`).
+            Default: None (full widths).
     """
 
     arch_zoo = {
@@ -150,7 +153,8 @@ class Vim(BaseModule):
                  out_type=None, out_indices=-1, feature_source='stream', frozen_stages=-1, norm_cfg=None,
                  residual_in_fp32=True,
                  fused_add_norm=True, drop_rate=0., drop_path_rate=0., with_cp=False, discretization='zoh',
-                 conv_type='conv', se_ratio=None, mixer_cfg=None, norm_eval=False, init_cfg=None):
+                 conv_type='conv', se_ratio=None, mixer_cfg=None, norm_eval=False, init_cfg=None,
+                 pruned_widths=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = self.arch_settings['embed_dims']
@@ -239,6 +243,9 @@ class Vim(BaseModule):
         self.norm_f = build_norm_layer(norm_cfg, self.embed_dims)[1]
         self.residual_in_fp32 = residual_in_fp32
         self.fused_add_norm = fused_add_norm
+        if pruned_widths:  # a structurally pruned model (tools/analysis/prune_export.py): narrower mixers
+            from mmssm.pruning.export import apply_pruned_widths
+            apply_pruned_widths(self, pruned_widths)
         self._freeze_stages()
 
     def _parse_arch(self, arch):
@@ -477,7 +484,9 @@ class Vim(BaseModule):
             tokens = torch.cat([tokens[:, :cls_index], tokens[:, cls_index + 1:]], dim=1)
         return tokens.transpose(1, 2).reshape(tokens.shape[0], self.embed_dims, *grid).contiguous()
 
-    def forward(self, x: torch.Tensor):
+    def embed(self, x: torch.Tensor):
+        """Image -> (tokens (batch, L, C) after patch embedding, class token and position embedding, grid,
+        class-token index or None): the input of the first block, shared with the token-pruning subclasses."""
         if x.dim() != 4:
             raise ValueError(f'Vim: expected a (batch, channels, height, width) image tensor, got {tuple(x.shape)}.')
         tokens, grid = self.patch_embed(x)
@@ -490,7 +499,11 @@ class Vim(BaseModule):
             pos_embed = resize_pos_embed(self.pos_embed, self.train_grid, grid,
                                          self._pos_cls_index(self.train_grid[0] * self.train_grid[1]))
             tokens = tokens + pos_embed
-        hidden, residual = self.drop_after_pos(tokens), None
+        return self.drop_after_pos(tokens), grid, cls_index
+
+    def forward(self, x: torch.Tensor):
+        hidden, grid, cls_index = self.embed(x)
+        residual = None
 
         outs = {}
         last = self.depth - 1
