@@ -138,8 +138,10 @@ class MambaMixer(nn.Module):
         return dict(u=x, delta=delta.to(x.dtype), A=A, B=B.transpose(1, 2), C=C.transpose(1, 2),
                     D=_at_least_fp32(getattr(self, f'D{suffix}')), delta_bias=_at_least_fp32(dt_proj.bias))
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(batch, L, C) -> (batch, L, C)."""
+    def forward(self, hidden_states: torch.Tensor, gap_steps: tuple | None = None) -> torch.Tensor:
+        """(batch, L, C) -> (batch, L, C). ``gap_steps``: optional pair (forward, backward) of (batch, L) counts of
+        pruned tokens before / after each token (token pruning's hidden-state alignment, zoh only; see the scan's
+        ``gap_steps``)."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.embed_dims:
             raise ValueError(
                 f'MambaMixer: expected input of shape (batch, L, {self.embed_dims}), got {tuple(hidden_states.shape)}.')
@@ -150,13 +152,15 @@ class MambaMixer(nn.Module):
             backward_args = self._direction(x, z, '_b', reverse=True)
             pairs = {k: (forward_args[k], backward_args[k]) for k in forward_args}
             y_f, y_b = selective_scan_bidirectional(**pairs, z=z.contiguous(), delta_softplus=True,
-                                                    discretization=self.discretization, backend=self.scan_backend)
+                                                    discretization=self.discretization, backend=self.scan_backend,
+                                                    gap_steps=gap_steps)
             y = y_f + y_b
             if self.divide_out:
                 y = y * 0.5
         else:
             y = selective_scan(**forward_args, z=z.contiguous(), delta_softplus=True,
-                               discretization=self.discretization, backend=self.scan_backend)
+                               discretization=self.discretization, backend=self.scan_backend,
+                               gap_steps=None if gap_steps is None else gap_steps[0])
         if self.se is not None:
             y = self.se(y)
         return self.out_proj(y.transpose(1, 2))

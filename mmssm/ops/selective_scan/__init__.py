@@ -192,11 +192,65 @@ def _compiled_arguments(u, delta, A, B, C, D, delta_bias):
             D.contiguous(), delta_bias.contiguous())
 
 
+def check_keep_mask(keep_mask, u):
+    """The (batch, L) bool keep mask of a pruned scan, validated; None stays None."""
+    if keep_mask is None:
+        return None
+    if not isinstance(keep_mask, torch.Tensor) or keep_mask.dtype != torch.bool:
+        raise ValueError(f'keep_mask must be a bool tensor of shape (batch, L), got '
+                         f'{getattr(keep_mask, "dtype", type(keep_mask).__name__)}.')
+    expected = (u.shape[0], u.shape[-1])
+    if tuple(keep_mask.shape) != expected:
+        raise ValueError(f'keep_mask must have shape (batch, L) = {expected}, got {tuple(keep_mask.shape)}.')
+    if keep_mask.device != u.device:
+        raise ValueError(f'keep_mask is on {keep_mask.device} but u is on {u.device}; move it to u\'s device.')
+    return keep_mask
+
+
+def _masked_input(u, keep_mask):
+    """u with the pruned positions zeroed: their forcing B u, and so every input term that reads them, is 0.
+    A multiply by exactly 1 elsewhere, so an all-True mask changes no bit."""
+    return u * keep_mask.unsqueeze(1).to(u.dtype)
+
+
+def _masked_output(y, keep_mask):
+    return y * keep_mask.unsqueeze(1).to(y.dtype)
+
+
+def _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse, backend, chunk_size,
+              gap_steps):
+    """selective_scan with ``gap_steps``: a plain zoh scan of u / (1 + g) with step (1 + g) delta, in float32."""
+    if discretization != 'zoh':
+        raise ValueError(f"gap_steps is defined for discretization='zoh' only (its decay over a gap is exact "
+                         f"there), got {discretization!r}; use keep_mask at full length for the other methods.")
+    if not isinstance(gap_steps, torch.Tensor) or not gap_steps.is_floating_point() \
+            or tuple(gap_steps.shape) != (u.shape[0], u.shape[-1]):
+        raise ValueError(f'gap_steps must be a float tensor of shape (batch, L) = {(u.shape[0], u.shape[-1])}, got '
+                         f'{getattr(gap_steps, "shape", type(gap_steps).__name__)}.')
+    compute_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    step = delta.to(compute_dtype)
+    if delta_bias is not None:
+        step = step + delta_bias.to(compute_dtype)[:, None]
+    if delta_softplus:
+        step = F.softplus(step)
+    scale = 1.0 + gap_steps.to(compute_dtype).unsqueeze(1)
+    y, last_state = selective_scan(
+        u.to(compute_dtype) / scale, step * scale, A, B.to(compute_dtype), C.to(compute_dtype),
+        delta_softplus=False, discretization='zoh', reverse=reverse, return_last_state=True, backend=backend,
+        chunk_size=chunk_size)
+    if D is not None:
+        y = y + u.to(compute_dtype) * D.to(compute_dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(compute_dtype))
+    return y.to(u.dtype), last_state
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                    delta_bias: torch.Tensor | None = None, delta_softplus: bool = True,
                    discretization: str = 'zoh', reverse: bool = False, return_last_state: bool = False,
-                   backend: str = 'auto', chunk_size: int | None = None):
+                   backend: str = 'auto', chunk_size: int | None = None,
+                   keep_mask: torch.Tensor | None = None, gap_steps: torch.Tensor | None = None):
     """Selective scan of Mamba, with a choice of discretization.
 
     For every batch b, channel d and state n, with delta_t = softplus(delta + delta_bias) (or delta as given when
@@ -226,6 +280,17 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         backend: 'auto', 'torch', 'triton' or 'cuda'; 'auto' takes the fastest available for the device
             (environment variable MMSSM_SCAN_BACKEND overrides it).
         chunk_size: steps per chunk of the torch path (default: sized to stay in cache).
+        keep_mask: optional (batch, L) bool; False marks a pruned token (ToP-ViM's hidden-state alignment).
+            There the state only decays, h_t = A_bar(x_t) h_{t-1}, with that position's own delta, and y_t = 0
+            (no C h, no D u, whatever z is), so the kept tokens keep their position gaps. The rule for every
+            method: the forcing v = B u of a pruned position is 0, so a method that reads earlier samples
+            (foh, bilinear, poly, highorder, rk4) takes 0 for a pruned neighbour. None or all-True gives the
+            dense scan bit for bit. Works on every backend (it zeroes u and y around the kernel).
+        gap_steps: optional (batch, L) float, zoh only: the compact form of the same alignment, for a scan over
+            the kept tokens alone. g_t pruned steps precede step t (in the scan's direction) and each is taken to
+            have step t's own delta, so h_t = exp((1 + g_t) x_t) h_{t-1} + delta_t B_t u_t; this equals the
+            keep_mask scan at full length whose pruned positions carry the next kept token's delta. Runs as a
+            zoh scan with delta (1 + g) delta_t and input u / (1 + g) (D and z applied outside), any backend.
 
     Returns:
         y (batch, dim, L) in u's dtype, or (y, last_state) with ``return_last_state``.
@@ -242,6 +307,18 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """
     check_method(discretization)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    keep_mask = check_keep_mask(keep_mask, u)
+    if keep_mask is not None:
+        y, last_state = selective_scan(
+            _masked_input(u, keep_mask), delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+            delta_softplus=delta_softplus, discretization=discretization, reverse=reverse, return_last_state=True,
+            backend=backend, chunk_size=chunk_size, gap_steps=gap_steps)
+        y = _masked_output(y, keep_mask)
+        return (y, last_state) if return_last_state else y
+    if gap_steps is not None:
+        y, last_state = _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse,
+                                  backend, chunk_size, gap_steps)
+        return (y, last_state) if return_last_state else y
     backend = _resolve_backend(backend, u, B, A, C)
     if backend == 'torch':
         y, last_state = _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization,
@@ -285,7 +362,7 @@ def _one_launch_layout(pairs, z_pair) -> bool:
 
 def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
                                  discretization='zoh', return_last_state=False, backend='auto',
-                                 chunk_size=None):
+                                 chunk_size=None, keep_mask=None, gap_steps=None):
     """A forward and a reversed selective scan with separate parameters, as in a bidirectional (Vim) block.
 
     Each of u, delta, A, B, C, D and delta_bias is a pair (forward, backward) of the arguments of
@@ -293,10 +370,23 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     or a pair with None for a direction that goes without. Both outputs are in the input's token order: the
     backward one at step t summarizes steps t..L-1.
 
+    ``keep_mask`` (batch, L) bool is :func:`selective_scan`'s, shared by both directions (a pruned token is
+    pruned in both). ``gap_steps`` is a pair (forward, backward) of (batch, L): the backward one counts the
+    pruned steps after each token in token order; with it the two directions run as two scans.
+
     Returns:
         (y_forward, y_backward), or ((y_forward, y_backward), (last_forward, last_backward)) with
         ``return_last_state``; a backward last state is the state after step 0.
     """
+    if keep_mask is not None:
+        u_pair = _pair('u', u)
+        keep_mask = check_keep_mask(keep_mask, u_pair[0])
+        outputs, lasts = selective_scan_bidirectional(
+            tuple(_masked_input(t, keep_mask) for t in u_pair), delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+            delta_softplus=delta_softplus, discretization=discretization, return_last_state=True,
+            backend=backend, chunk_size=chunk_size, gap_steps=gap_steps)
+        outputs = tuple(_masked_output(y, keep_mask) for y in outputs)
+        return (outputs, lasts) if return_last_state else outputs
     pairs = [_pair(name, value) for name, value in
              (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('delta_bias', delta_bias))]
     z_pair = _pair('z', z, allow_single=True)
@@ -308,7 +398,9 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
         raise ValueError(f'u of both directions must have one shape and dtype, got {tuple(pairs[0][0].shape)} '
                          f'{pairs[0][0].dtype} and {tuple(pairs[0][1].shape)} {pairs[0][1].dtype}.')
     chosen = [_resolve_backend(backend, pairs[0][d], pairs[3][d], pairs[2][d], pairs[4][d]) for d in (0, 1)]
-    if chosen[0] != 'torch' and chosen[0] == chosen[1] and _one_launch_layout(pairs[:5], z_pair):
+    gap_pair = _pair('gap_steps', gap_steps)
+    if chosen[0] != 'torch' and chosen[0] == chosen[1] and _one_launch_layout(pairs[:5], z_pair) \
+            and gap_steps is None:
         # both directions in one launch
         from .compiled import scan
         arguments = [_compiled_arguments(*[pair[d] for pair in pairs]) for d in (0, 1)]
@@ -323,7 +415,7 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
         results.append(selective_scan(
             *args[:5], D=args[5], z=z_pair[direction], delta_bias=args[6], delta_softplus=delta_softplus,
             discretization=discretization, reverse=direction == 1, return_last_state=True, backend=backend,
-            chunk_size=chunk_size))
+            chunk_size=chunk_size, gap_steps=gap_pair[direction]))
     outputs = (results[0][0], results[1][0])
     if return_last_state:
         return outputs, (results[0][1], results[1][1])

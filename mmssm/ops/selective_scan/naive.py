@@ -25,8 +25,10 @@ def _lagrange_basis(nodes, r):
 
 
 def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
-                         discretization='zoh', reverse=False, return_last_state=False):
-    """Same arguments and result as :func:`mmssm.ops.selective_scan.selective_scan`, computed in float64."""
+                         discretization='zoh', reverse=False, return_last_state=False, keep_mask=None):
+    """Same arguments and result as :func:`mmssm.ops.selective_scan.selective_scan`, computed in float64.
+    A pruned step (keep_mask False) is taken literally: its forcing is 0 wherever a step reads it, and its
+    output is 0."""
     check_method(discretization)
     out_dtype = u.dtype
     u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
@@ -43,12 +45,14 @@ def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     if delta_softplus:
         delta = F.softplus(delta)
     u_in = u
+    keep = u.new_ones(batch, length) if keep_mask is None else keep_mask.double()
     if reverse:
-        u, delta, B, C = u.flip(-1), delta.flip(-1), B.flip(-1), C.flip(-1)
+        u, delta, B, C, keep = u.flip(-1), delta.flip(-1), B.flip(-1), C.flip(-1), keep.flip(-1)
 
-    def forcing(t):  # v_t = B_t u_t, the first sample standing in for those before the start
+    def forcing(t):  # v_t = B_t u_t, the first sample standing in for those before the start; 0 when pruned
         t = max(t, 0)
-        return B[..., t] * u[:, :, None, t]
+        v = B[..., t] * u[:, :, None, t]
+        return v if keep_mask is None else v * keep[:, t, None, None]
 
     degree = NEIGHBOURS[discretization]
     if discretization in ('foh', 'poly', 'highorder'):
@@ -80,10 +84,12 @@ def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         ys.append((h * C[..., t]).sum(-1))
     y = torch.stack(ys, dim=-1)
     if reverse:
-        y = y.flip(-1)
+        y, keep = y.flip(-1), keep.flip(-1)
     if D is not None:
         y = y + u_in * D.double()[:, None]
     if z is not None:
         y = y * F.silu(z.double())
+    if keep_mask is not None:
+        y = torch.where(keep_mask[:, None, :], y, torch.zeros_like(y))
     y = y.to(out_dtype)
     return (y, h) if return_last_state else y

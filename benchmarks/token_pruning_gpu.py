@@ -1,0 +1,143 @@
+"""ToP-ViM token pruning on Vim: dense vs pruned FLOPs and inference throughput, in one run.
+
+For each arch, the dense ``mmssm.Vim`` and ``mmssm.ToPVim`` with the same weights (random init: throughput and
+FLOPs do not depend on the values) and a 1000-class linear head:
+  * FLOPs: ``mmssm.analysis.flops.analyze_flops`` at batch 1, the scan counted at each stage's (pruned) length;
+  * img/s: ``torch.inference_mode`` forward passes in --dtype (bf16) at --batch (1024), timed with CUDA events
+    after warm-up (wall clock on the CPU) until --min-iters passes and --min-seconds have elapsed.
+
+Pruning schedules (--schedule overrides, 'layers:keep', e.g. '10,20:0.8'): the official ToP-ViM runs' settings,
+read from the file names of its fine-tuning logs (ZLKong/ToP-ViM, vim/ft_log): Vim-T prunes after blocks 10 and 20
+keeping 0.8 ("progressive_start_10_gap_10_ratio_0.8"), Vim-S after blocks 5 and 15 keeping 0.8
+("small_progressive_start_5_gap_10_ratio_0.8").
+
+    python benchmarks/token_pruning_gpu.py --json token_pruning_gpu.json            # H200: Vim-T/S, batch 1024
+    python benchmarks/token_pruning_gpu.py --device cpu --arch test --batch 2        # smoke test anywhere
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+from torch import nn
+
+sys.path.insert(0, '.')
+
+SCHEDULES = {'tiny': ((10, 20), 0.8), 'small': ((5, 15), 0.8), 'test': ((0,), 0.5)}
+TEST_ARCH = dict(embed_dims=32, depth=2, d_state=4, expand=2)
+
+
+class Classifier(nn.Module):
+
+    def __init__(self, backbone, classes=1000):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.embed_dims, classes)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[-1])
+
+
+def build(arch, size, schedule):
+    import mmssm.models  # noqa: F401  (registers the types)
+    from mmssm.registry import MODELS
+    cfg = dict(type='mmssm.Vim', arch=TEST_ARCH if arch == 'test' else arch, img_size=size, patch_size=16)
+    if schedule is not None:
+        layers, keep = schedule
+        cfg.update(type='mmssm.ToPVim', token_pruning=dict(type='mmssm.ToP', layers=layers, keep_ratio=keep))
+    torch.manual_seed(0)
+    backbone = MODELS.build(cfg)
+    backbone.init_weights()
+    torch.manual_seed(1)
+    return Classifier(backbone).eval()
+
+
+def measure(model, batch, size, dtype, device, min_iters, min_seconds, warmup):
+    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    cuda = device.type == 'cuda'
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        if cuda:
+            torch.cuda.synchronize()
+        iters, elapsed = 0, 0.0
+        while iters < min_iters or elapsed < min_seconds:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(x)
+                end.record()
+                torch.cuda.synchronize()
+                elapsed += start.elapsed_time(end) / 1000
+            else:
+                wall = time.perf_counter()
+                model(x)
+                elapsed += time.perf_counter() - wall
+            iters += 1
+    return batch * iters / elapsed
+
+
+def count_flops(model, size, device):
+    from mmssm.analysis.flops import analyze_flops
+    x = torch.randn(1, 3, size, size, device=device)
+    analyzer = analyze_flops(model.float(), (x,))
+    return analyzer.total(), analyzer.by_operator().get('selective_scan', 0)
+
+
+def parse_schedule(text):
+    layers, keep = text.split(':')
+    return tuple(int(i) for i in layers.split(',')), float(keep)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--arch', default='tiny,small', help="comma-separated: tiny, small, base or test")
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--batch', type=int, default=1024)
+    parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
+    parser.add_argument('--device', default='cuda')
+    parser.add_argument('--schedule', default=None, help="'layers:keep' for every arch, e.g. '10,20:0.8'")
+    parser.add_argument('--min-iters', type=int, default=5)
+    parser.add_argument('--min-seconds', type=float, default=2.0)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--json', default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=torch.float32)[args.dtype]
+    rows = []
+    for arch in args.arch.split(','):
+        schedule = parse_schedule(args.schedule) if args.schedule else SCHEDULES.get(arch, ((10, 20), 0.8))
+        for variant, variant_schedule in (('dense', None), ('ToP', schedule)):
+            model = build(arch, args.size, variant_schedule).to(device)
+            flops, scan_flops = count_flops(model, args.size, device)
+            model = model.to(dtype)
+            img_per_s = measure(model, args.batch, args.size, dtype, device, args.min_iters, args.min_seconds,
+                                args.warmup)
+            rows.append(dict(arch=arch, variant=variant, layers=None if variant_schedule is None else
+                             list(variant_schedule[0]), keep_ratio=None if variant_schedule is None else
+                             variant_schedule[1], gflops=flops / 1e9, scan_gflops=scan_flops / 1e9,
+                             img_per_s=img_per_s))
+            del model
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+    for row in rows:
+        dense = next(r for r in rows if r['arch'] == row['arch'] and r['variant'] == 'dense')
+        row['flops_reduction'] = 1 - row['gflops'] / dense['gflops']
+        row['speedup'] = row['img_per_s'] / dense['img_per_s']
+    meta = dict(device=torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu', size=args.size,
+                batch=args.batch, dtype=args.dtype, torch=torch.__version__)
+    print(f"ToP-ViM on {meta['device']}, {args.size}px, batch {args.batch}, {args.dtype}\n")
+    print('| arch | variant | layers | keep | GFLOPs | scan GFLOPs | FLOPs cut | img/s | speedup |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        print(f"| {r['arch']} | {r['variant']} | {r['layers'] or '-'} | {r['keep_ratio'] or '-'} | "
+              f"{r['gflops']:.3f} | {r['scan_gflops']:.3f} | {100 * r['flops_reduction']:.1f}% | "
+              f"{r['img_per_s']:.0f} | {r['speedup']:.2f}x |")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
