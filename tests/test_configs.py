@@ -30,8 +30,10 @@ def _shrink(cfg, scope):
         cfg.model.head.update(in_channels=TEST_DIMS, num_classes=10)
         cfg.data_preprocessor.num_classes = 10
         return
-    assert backbone.type == 'mmssm.Vim'
+    assert backbone.type in ('mmssm.Vim', 'mmssm.ToPVim')
     backbone.update(arch='test', drop_path_rate=0.0)
+    if backbone.type == 'mmssm.ToPVim':  # the test arch's 2 blocks: prune after the first
+        backbone.token_pruning.update(layers=(0,), keep_ratio=0.5)
     if scope == 'mmpretrain':
         backbone.update(img_size=32, patch_size=8)
         cfg.model.head.update(in_channels=TEST_DIMS, num_classes=10)
@@ -127,7 +129,8 @@ def test_config_builds_and_trains_one_step(path):
     cfg = Config.fromfile(osp.join(ROOT, path))
     init_default_scope(scope)
     full_arch = cfg.model.backbone.arch
-    assert full_arch in ('tiny', 'small', 'base', 'l1') or path.endswith('_digits_demo.py')  # a small arch dict
+    small = path.endswith(('_digits_demo.py', 'plainmamba-l1_demo.py'))  # CPU demos of a small arch dict
+    assert full_arch in ('tiny', 'small', 'base', 'l1') or small
     named = re.fullmatch(r'upernet_vim_([a-z0-9]+)_(ade20k|demo)\.py', osp.basename(path))
     if named:
         assert cfg.model.backbone.discretization == named.group(1)

@@ -128,22 +128,35 @@ class PlainMambaMixer(nn.Module):
         self.direction_Bs = nn.Parameter(torch.zeros(5, d_state))
         trunc_normal_(self.direction_Bs, std=0.02)
 
+    def conv(self, x, grid):
+        """Depthwise 2-D conv + SiLU of raster tokens (batch, L, d_inner) on a ``grid`` -> (batch, d_inner, L)."""
+        x = x.transpose(1, 2).reshape(x.shape[0], self.d_inner, *grid)
+        return F.silu(self.conv2d(x)).flatten(2)
+
+    def ssm_inputs(self, x):
+        """delta (before delta_bias and softplus), B and C of tokens x (batch, d_inner, L): (batch, d_inner, L),
+        (batch, N, L), (batch, N, L)."""
+        dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = self.dt_proj(dt).transpose(1, 2)  # bias included here and again as delta_bias, as the official model
+        return dt, B.transpose(1, 2), C.transpose(1, 2)
+
+    def scan(self, u, dt, B, C, gap_steps=None):
+        """The selective scan with this mixer's A, D and dt bias; ``gap_steps`` as in ``selective_scan``."""
+        fp = torch.promote_types(u.dtype, torch.float32)  # A, D, dt bias at least float32, as in Mamba
+        return selective_scan(u, dt, -torch.exp(self.A_log.to(fp)), B, C, self.D.to(fp),
+                              delta_bias=self.dt_proj.bias.to(fp), delta_softplus=True,
+                              discretization=self.discretization, backend=self.scan_backend, gap_steps=gap_steps)
+
     def forward(self, x, grid):
         batch, length, _ = x.shape
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = x.transpose(1, 2).reshape(batch, self.d_inner, *grid)
-        x = F.silu(self.conv2d(x)).flatten(2)  # (batch, d_inner, L), raster order
-        dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = self.dt_proj(dt).transpose(1, 2)  # bias included here and again as delta_bias, as the official model
-        B, C = B.transpose(1, 2), C.transpose(1, 2)  # (batch, N, L)
+        x = self.conv(x, grid)  # (batch, d_inner, L), raster order
+        dt, B, C = self.ssm_inputs(x)
         orders, inverse, directions = (t.to(x.device) for t in zigzag_orders(*grid))
         u = x[:, :, orders].permute(2, 0, 1, 3).reshape(4 * batch, self.d_inner, length)  # direction-major
         dir_B = self.direction_Bs[directions].transpose(1, 2).to(B.dtype)  # (4, N, L)
         B4 = (B.unsqueeze(0) + dir_B.unsqueeze(1)).reshape(4 * batch, self.d_state, length)
-        fp = torch.promote_types(x.dtype, torch.float32)  # A, D, dt bias at least float32, as in Mamba
-        y = selective_scan(u, dt.repeat(4, 1, 1), -torch.exp(self.A_log.to(fp)), B4, C.repeat(4, 1, 1),
-                           self.D.to(fp), delta_bias=self.dt_proj.bias.to(fp), delta_softplus=True,
-                           discretization=self.discretization, backend=self.scan_backend)
+        y = self.scan(u, dt.repeat(4, 1, 1), B4, C.repeat(4, 1, 1))
         y = y.reshape(4, batch, self.d_inner, length)
         y = torch.gather(y, 3, inverse[:, None, None, :].expand_as(y)).sum(0)  # back to raster order
         return self.out_proj(y.transpose(1, 2) * F.silu(z))
@@ -339,14 +352,18 @@ class PlainMamba(BaseModule):
             return int(name.split('.')[1]) + 1, num_layers
         return num_layers - 1, num_layers
 
-    def forward(self, x):
+    def embed(self, x):
+        """Patch embedding + position embedding (resized to the input's grid) + dropout: (tokens, grid)."""
         x, grid = self.patch_embed(x)
         if self.pos_embed is not None:
             pos = self.pos_embed
             if grid != self.train_grid:
                 pos = resize_pos_embed(pos, self.train_grid, grid)
             x = x + pos
-        x = self.drop_after_pos(x)
+        return self.drop_after_pos(x), grid
+
+    def forward(self, x):
+        x, grid = self.embed(x)
         outs = []
         for i, layer in enumerate(self.layers):
             if self.with_cp and x.requires_grad:

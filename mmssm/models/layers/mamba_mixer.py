@@ -138,15 +138,40 @@ class MambaMixer(nn.Module):
         return dict(u=x, delta=delta.to(x.dtype), A=A, B=B.transpose(1, 2), C=C.transpose(1, 2),
                     D=_at_least_fp32(getattr(self, f'D{suffix}')), delta_bias=_at_least_fp32(dt_proj.bias))
 
-    def forward(self, hidden_states: torch.Tensor, gap_steps: tuple | None = None) -> torch.Tensor:
-        """(batch, L, C) -> (batch, L, C). ``gap_steps``: optional pair (forward, backward) of (batch, L) counts of
-        pruned tokens before / after each token (token pruning's hidden-state alignment, zoh only; see the scan's
-        ``gap_steps``)."""
+    def forward(self, hidden_states: torch.Tensor, gap_steps: tuple | None = None,
+                keep_mask: torch.Tensor | None = None, direction_gate: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, L, C) -> (batch, L, C).
+
+        Args:
+            hidden_states: (batch, L, C) tokens.
+            gap_steps: optional pair (forward, backward) of (batch, L) counts of pruned tokens before / after each
+                token (token pruning's hidden-state alignment, zoh only; see the scan's ``gap_steps``).
+            keep_mask: optional (batch, L) bool; False marks a pruned token (DyVM's masked training path). Its
+                input to the short convolutions is zeroed, so a kept neighbour's convolution reads it as the zero
+                padding past a sequence end, and the scans step over it with the operator's ``keep_mask`` (no
+                input, no output; a state that is zero stays zero). With the pruned tokens at the back, the kept
+                ones get the outputs of the sequence of kept tokens alone.
+            direction_gate: optional (batch, directions) float, directions = 2 if bidirectional else 1: each
+                direction's scan output is scaled by its sample's gate before the sum (DyVM's block selection).
+                When no gradient flows to the gate (inference), a direction gated 0 for a sample is not computed
+                for it, and not at all when it is gated 0 for the whole batch.
+
+        Without ``keep_mask`` and ``direction_gate`` this is the plain mixer, computed exactly as before.
+        """
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.embed_dims:
             raise ValueError(
                 f'MambaMixer: expected input of shape (batch, L, {self.embed_dims}), got {tuple(hidden_states.shape)}.')
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)
+        if keep_mask is None and direction_gate is None:
+            y = self._dense_scan(x, z, gap_steps)
+        else:
+            y = self._selected_scan(x, z, gap_steps, keep_mask, direction_gate)
+        if self.se is not None:
+            y = self.se(y)
+        return self.out_proj(y.transpose(1, 2))
+
+    def _dense_scan(self, x, z, gap_steps):
         forward_args = self._direction(x, z, '', reverse=False)
         if self.bidirectional:
             backward_args = self._direction(x, z, '_b', reverse=True)
@@ -161,9 +186,81 @@ class MambaMixer(nn.Module):
             y = selective_scan(**forward_args, z=z.contiguous(), delta_softplus=True,
                                discretization=self.discretization, backend=self.scan_backend,
                                gap_steps=None if gap_steps is None else gap_steps[0])
-        if self.se is not None:
-            y = self.se(y)
-        return self.out_proj(y.transpose(1, 2))
+        return y
+
+    def _check_selection(self, x, gap_steps, keep_mask, direction_gate):
+        batch, length = x.shape[0], x.shape[-1]
+        if keep_mask is not None:
+            if not isinstance(keep_mask, torch.Tensor) or keep_mask.dtype != torch.bool \
+                    or tuple(keep_mask.shape) != (batch, length):
+                raise ValueError(f'MambaMixer: keep_mask must be a bool tensor of shape (batch, L) = '
+                                 f'{(batch, length)}, got {getattr(keep_mask, "dtype", type(keep_mask).__name__)} '
+                                 f'{tuple(getattr(keep_mask, "shape", ()))}.')
+            if gap_steps is not None:
+                raise ValueError('MambaMixer: give keep_mask (pruned tokens kept in the sequence) or gap_steps (pruned '
+                                 'tokens removed), not both.')
+        if direction_gate is not None:
+            directions = 2 if self.bidirectional else 1
+            if not isinstance(direction_gate, torch.Tensor) or not direction_gate.is_floating_point() \
+                    or tuple(direction_gate.shape) != (batch, directions):
+                raise ValueError(f'MambaMixer: direction_gate must be a float tensor of shape (batch, directions) = '
+                                 f'{(batch, directions)} (directions: 2 bidirectional, 1 otherwise), got '
+                                 f'{getattr(direction_gate, "dtype", type(direction_gate).__name__)} '
+                                 f'{tuple(getattr(direction_gate, "shape", ()))}.')
+
+    def _selected_scan(self, x, z, gap_steps, keep_mask, direction_gate):
+        """The scans with pruned tokens (``keep_mask``) and / or gated directions (``direction_gate``)."""
+        self._check_selection(x, gap_steps, keep_mask, direction_gate)
+        if keep_mask is not None:
+            x = x * keep_mask.unsqueeze(1).to(x.dtype)
+        directions = [('', False), ('_b', True)] if self.bidirectional else [('', False)]
+        gaps = (None, None) if gap_steps is None else tuple(gap_steps)
+        # per direction: None (every sample) or the indices of the samples that need it (empty: skip it)
+        samples = [None] * len(directions)
+        if direction_gate is not None and not (direction_gate.requires_grad and torch.is_grad_enabled()):
+            for index in range(len(directions)):
+                on = direction_gate[:, index] != 0
+                if not bool(on.all()):
+                    samples[index] = on.nonzero().squeeze(1)
+        if self.bidirectional and samples == [None, None]:
+            forward_args = self._direction(x, z, '', reverse=False)
+            backward_args = self._direction(x, z, '_b', reverse=True)
+            pairs = {k: (forward_args[k], backward_args[k]) for k in forward_args}
+            outputs = selective_scan_bidirectional(
+                **pairs, z=z.contiguous(), delta_softplus=True, discretization=self.discretization,
+                backend=self.scan_backend, gap_steps=gap_steps, keep_mask=keep_mask)
+        else:
+            outputs = [self._one_direction(x, z, suffix, reverse, gaps[index], keep_mask, samples[index])
+                       for index, (suffix, reverse) in enumerate(directions)]
+        y = None
+        for index, y_d in enumerate(outputs):
+            if y_d is None:
+                continue
+            if direction_gate is not None:
+                y_d = y_d * direction_gate[:, index, None, None].to(y_d.dtype)
+            y = y_d if y is None else y + y_d
+        if y is None:  # every direction gated off for every sample
+            y = z.new_zeros(z.shape)
+        if self.bidirectional and self.divide_out:
+            y = y * 0.5
+        return y
+
+    def _one_direction(self, x, z, suffix, reverse, gap_steps, keep_mask, samples):
+        """One direction's scan output, computed for ``samples`` only (None: all; empty: None, not computed)."""
+        batch = x.shape[0]
+        if samples is not None:
+            if samples.numel() == 0:
+                return None
+            x, z = x[samples], z[samples]
+            gap_steps = None if gap_steps is None else gap_steps[samples]
+            keep_mask = None if keep_mask is None else keep_mask[samples]
+        args = self._direction(x, z, suffix, reverse=reverse)
+        y = selective_scan(**args, z=z.contiguous(), delta_softplus=True, discretization=self.discretization,
+                           reverse=reverse, backend=self.scan_backend, gap_steps=gap_steps, keep_mask=keep_mask)
+        if samples is None:
+            return y
+        full = y.new_zeros((batch,) + tuple(y.shape[1:]))
+        return full.index_copy(0, samples, y)
 
     def extra_repr(self) -> str:
         return (f'embed_dims={self.embed_dims}, d_inner={self.d_inner}, d_state={self.d_state}, '

@@ -15,6 +15,7 @@ from mmssm.registry import MODELS
 
 from ..backbones.vim import Vim
 from ..layers import add_norm
+from .common import gather_tokens, scatter_tokens
 
 MODES = ('finetune', 'training_free')
 
@@ -45,10 +46,6 @@ def gap_counts(positions: torch.Tensor, length: int) -> tuple:
     before = torch.nn.functional.pad(positions, (1, 0), value=-1)
     after = torch.nn.functional.pad(positions, (0, 1), value=length)
     return (positions - before[:, :-1] - 1).float(), (after[:, 1:] - positions - 1).float()
-
-
-def _gather(tokens, index):
-    return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
 @MODELS.register_module(name='ToP')
@@ -125,9 +122,8 @@ class ToPVim(Vim):
                 keep = select_tokens(token_importance(hidden), self.token_pruning.keep_ratios[index], cls_at)
                 if self.out_type in ('featmap', 'raw'):
                     stream = (residual + hidden).to(hidden.dtype)
-                    dropped = stream if dropped is None else dropped.scatter(
-                        1, positions.unsqueeze(-1).expand_as(stream), stream)
-                hidden, residual = _gather(hidden, keep), _gather(residual, keep)
+                    dropped = stream if dropped is None else scatter_tokens(dropped, positions, stream)
+                hidden, residual = gather_tokens(hidden, keep), gather_tokens(residual, keep)
                 positions = positions.gather(1, keep)
                 if cls_at is not None:
                     cls_at = (positions == cls_index).float().argmax(1)
@@ -156,6 +152,5 @@ class ToPVim(Vim):
         fill = dropped
         if index == last and self.feature_source == 'stream':
             fill = self.norm_f(dropped.to(self.norm_f.weight.dtype))
-        full = fill.to(features.dtype).scatter(1, positions.unsqueeze(-1).expand_as(features), features)
-        return self._format(full, grid, cls_index)
+        return self._format(scatter_tokens(fill, positions, features), grid, cls_index)
 
