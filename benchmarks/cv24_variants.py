@@ -70,7 +70,7 @@ class Classifier(nn.Module):
         return self.head(self.neck(feats) if self.neck is not None else feats)
 
 
-def build_variant(name, num_classes=10, window_size=None):
+def build_variant(name, num_classes=10, window_size=None, depths=None):
     from mmengine.logging import MMLogger
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
@@ -82,6 +82,8 @@ def build_variant(name, num_classes=10, window_size=None):
     arch = dict(SMALL_ARCH)
     if window_size is not None:
         arch['window_size'] = window_size
+    if depths is not None:
+        arch['depths'] = tuple(depths)
     backbone = MODELS.build(dict(type='mmssm.MambaVision', arch=arch, out_indices=3, **options))
     channels = arch['embed_dims'] * 8
     if head == 'gap':
@@ -134,10 +136,10 @@ def evaluate(model, x, y, batch_size=256):
 
 
 def train_one(name, data, seed, epochs, batch_size=64, lr=2e-3, weight_decay=0.05, device='cpu', max_steps=None,
-              log=print):
+              log=print, depths=None):
     """Train variant ``name`` from scratch with the fixed recipe; returns (model, val accuracy, seconds)."""
     torch.manual_seed(seed)
-    model = build_variant(name, window_size=None).to(device)
+    model = build_variant(name, depths=depths).to(device)
     x_train, y_train = data['train']
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     total = epochs * steps_per_epoch
@@ -217,6 +219,9 @@ def main(argv=None):
     parser.add_argument('--image-size', type=int, default=32)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--out', default='cv24_variants.json')
+    parser.add_argument('--depths', nargs=4, type=int, default=None,
+                        help='override SMALL_ARCH depths, e.g. 1 1 4 2: two attention blocks in stage 3, so that '
+                             "'shifted_window' shifts one of them (with one attention block per stage nothing shifts)")
     args = parser.parse_args(argv)
     for name in args.variants:
         if name not in VARIANTS:
@@ -227,7 +232,7 @@ def main(argv=None):
         accs, seconds = [], []
         for seed in args.seeds:
             model, accuracy, elapsed = train_one(name, data, seed, args.epochs, device=args.device,
-                                                 log=lambda msg: print(msg, flush=True))
+                                                 log=lambda msg: print(msg, flush=True), depths=args.depths)
             accs.append(accuracy)
             seconds.append(elapsed)
         params, flops, throughput = measure(model, args.image_size, args.device)
@@ -237,7 +242,9 @@ def main(argv=None):
             json.dump(dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'),
                            machine=f'{platform.processor() or platform.machine()}, torch {torch.__version__}, '
                                    f'{torch.get_num_threads()} threads, device {args.device}',
-                           command=' '.join(sys.argv), arch=SMALL_ARCH, epochs=args.epochs,
+                           command=' '.join(sys.argv),
+                           arch=dict(SMALL_ARCH, **({} if args.depths is None else dict(depths=args.depths))),
+                           epochs=args.epochs,
                            image_size=args.image_size, results=results), file, indent=1)
     print(table(results), flush=True)
 
