@@ -6,7 +6,9 @@ take to rebuild the smaller model from its config.
 
 * Vim: ``{'<block index>': {'d_inner': int}}``, e.g. ``{'3': {'d_inner': 384}}``.
 * MambaVision: ``{'<stage>.<block>': {'d_inner': int (Mamba blocks; both halves, even) | 'num_heads': int
-  (attention blocks), 'mlp_hidden': int}}``, e.g. ``{'2.1': {'num_heads': 4, 'mlp_hidden': 640}}``.
+  (attention blocks), 'mlp_hidden': int}}`` for hybrid blocks, ``{'conv_hidden': int}`` for conv blocks (the
+  channels between conv1 and conv2), e.g. ``{'2.1': {'num_heads': 4, 'mlp_hidden': 640}, '0.0': {'conv_hidden':
+  48}}``.
 """
 import torch
 from torch import nn
@@ -14,7 +16,8 @@ from torch import nn
 from .structure import dead_units, structured_groups, unit_indices
 
 # group name suffix -> (module name suffix to strip, width key)
-_KEYS = {'.d_inner': ('.mixer', 'd_inner'), '.heads': ('.mixer', 'num_heads'), '.hidden': ('.mlp', 'mlp_hidden')}
+_KEYS = {'.d_inner': ('.mixer', 'd_inner'), '.heads': ('.mixer', 'num_heads'), '.hidden': ('.mlp', 'mlp_hidden'),
+         '.channels': ('', 'conv_hidden')}
 
 
 def _keep_units(model, group, keep):
@@ -23,6 +26,7 @@ def _keep_units(model, group, keep):
     if not drop:
         return
     params = dict(model.named_parameters())
+    params.update(model.named_buffers())
     removed = {}
     for member in group.members:
         removed.setdefault((member.param, member.dim), set()).update(unit_indices(member, drop))
@@ -43,8 +47,12 @@ def _sync_metadata(module):
     for sub in module.modules():
         if isinstance(sub, nn.Linear):
             sub.out_features, sub.in_features = sub.weight.shape
-        elif isinstance(sub, nn.Conv1d):  # depthwise
+        elif isinstance(sub, nn.modules.conv._ConvNd) and sub.groups > 1:  # depthwise
             sub.out_channels = sub.in_channels = sub.groups = sub.weight.shape[0]
+        elif isinstance(sub, nn.modules.conv._ConvNd):
+            sub.out_channels, sub.in_channels = sub.weight.shape[:2]
+        elif isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            sub.num_features = sub.weight.shape[0]
     if isinstance(module, MambaMixer):
         module.d_inner = module.out_proj.in_features
     elif isinstance(module, SplitConvMixer):
@@ -80,22 +88,31 @@ def widths_of(model):
     for group in structured_groups(backbone):
         for suffix, (module_suffix, key) in _KEYS.items():
             if group.name.endswith(suffix):
-                block = group.name[:-len(suffix)][:-len(module_suffix)]
+                owner = group.name[:-len(suffix)]
+                block = owner[:len(owner) - len(module_suffix)]
                 size = group.size * 2 if group.kind == 'ssm_channel' and block.startswith('levels') else group.size
                 widths.setdefault(_block_key(block), {})[key] = size
     return widths
 
 
 @torch.no_grad()
-def export_pruned(model: nn.Module):
-    """Remove every dead unit of every structured group of ``model`` in place; return ``(model, pruned_widths)``.
+def export_pruned(model: nn.Module, units: dict = None):
+    """Remove units of the structured groups of ``model`` in place; return ``(model, pruned_widths)``.
 
-    A group whose units are all dead keeps one (zero-width layers are not supported); it stays dead, so the output
-    is still unchanged. ``pruned_widths`` covers every group of the backbone (pruned or not).
+    ``units`` (group name -> unit indices, e.g. :func:`~mmssm.pruning.structure.masked_units` of the masks a
+    pruning hook saved) says which to remove; each must be dead (its kill members zero), else a ValueError. Default:
+    every dead unit. A group whose units all go keeps one (zero-width layers are not supported); it stays dead, so
+    the output is unchanged. ``pruned_widths`` covers every group of the backbone (pruned or not).
     """
     for group in structured_groups(model):
         dead = set(dead_units(model, group))
-        keep = [u for u in range(group.size) if u not in dead] or [min(dead)]
+        remove = dead if units is None else set(units.get(group.name, ()))
+        live = sorted(remove - dead)
+        if live:
+            raise ValueError(f'export_pruned: units {live[:8]} of {group.name} are to be removed but their kill '
+                             f'members are not zero, so removing them would change the output; the masks were '
+                             f'not applied to these weights (a checkpoint written without the pruning hook?).')
+        keep = [u for u in range(group.size) if u not in remove] or [min(remove)]
         _keep_units(model, group, keep)
     return model, widths_of(model)
 
@@ -119,7 +136,7 @@ def apply_pruned_widths(backbone: nn.Module, pruned_widths: dict):
                 raise ValueError(f'pruned_widths[{key!r}][{width_key!r}] must be an int in [1, {limit}]'
                                  f"{' and even' if is_mv_ssm else ''}, got {width!r}.")
             block = f'layers.{key}' if '.' not in key else 'levels.{}.blocks.{}'.format(*key.split('.'))
-            module, suffix = {'d_inner': ('mixer', 'd_inner'), 'num_heads': ('mixer', 'heads'),
-                              'mlp_hidden': ('mlp', 'hidden')}[width_key]
-            group = groups[f'{block}.{module}.{suffix}']
+            suffix = {'d_inner': '.mixer.d_inner', 'num_heads': '.mixer.heads', 'mlp_hidden': '.mlp.hidden',
+                      'conv_hidden': '.channels'}[width_key]
+            group = groups[block + suffix]
             _keep_units(backbone, group, list(range(width // 2 if is_mv_ssm else width)))

@@ -26,20 +26,24 @@ Kill sets, worked out from the mixers' code:
   ``proj.weight[:, h d:(h+1) d]``; members: the q, k and v rows of ``qkv`` (weight and bias) of that head. Heads
   are independent (own softmax), so a head whose output columns are zero can go.
 * MLP (``fc1`` -> GELU -> ``fc2``), hidden unit j: kill ``fc2.weight[:, j]``; members ``fc1`` row j and bias.
+* MambaVision ``ConvBlock`` (conv1 - BN ``norm1`` - GELU - conv2 - BN - residual), hidden channel c: kill
+  ``norm1`` weight and bias c (gamma = beta = 0 makes the BN output 0 in train and eval mode, GELU(0) = 0: the
+  network-slimming unit); members ``conv1`` row c and bias, ``norm1`` running mean / var c (buffers), ``conv2``
+  input column c. Other BatchNorms (stem, ``norm2``) feed the residual stream and get no group.
 """
 from dataclasses import dataclass
 
 from torch import nn
 
-GROUP_KINDS = ('ssm_channel', 'attn_head', 'mlp_hidden')
+GROUP_KINDS = ('ssm_channel', 'attn_head', 'mlp_hidden', 'conv_channel')
 
 
 @dataclass(frozen=True)
 class Member:
     """Unit i of a group <-> indices ``[offset + i * width, offset + (i + 1) * width)`` along ``dim`` of ``param``.
 
-    ``param`` is the full name in ``model.named_parameters()``; ``kill``: zeroing this slice is what makes the unit
-    dead.
+    ``param`` is the full name in ``model.named_parameters()`` (or ``named_buffers()``: BN running statistics);
+    ``kill``: zeroing this slice is what makes the unit dead.
     """
     param: str
     dim: int
@@ -50,8 +54,8 @@ class Member:
 
 @dataclass(frozen=True)
 class StructuredGroup:
-    """``size`` units of one ``kind`` ('ssm_channel' | 'attn_head' | 'mlp_hidden') named ``name`` (the owning
-    module's name plus '.d_inner', '.heads' or '.hidden')."""
+    """``size`` units of one ``kind`` (see ``GROUP_KINDS``) named ``name`` (the owning module's name plus '.d_inner',
+    '.heads', '.hidden' or, for a conv block, '.channels')."""
     name: str
     kind: str
     size: int
@@ -117,14 +121,23 @@ def _mlp_group(name, mlp):
     return StructuredGroup(f'{name}.hidden', 'mlp_hidden', mlp.fc1.out_features, tuple(members))
 
 
+def _conv_block_group(name, block):
+    members = _linear(f'{name}.conv1', block.conv1, 0)
+    members += [Member(f'{name}.norm1.weight', 0, kill=True), Member(f'{name}.norm1.bias', 0, kill=True),
+                Member(f'{name}.norm1.running_mean', 0), Member(f'{name}.norm1.running_var', 0),
+                Member(f'{name}.conv2.weight', 1)]
+    return StructuredGroup(f'{name}.channels', 'conv_channel', block.conv1.out_channels, tuple(members))
+
+
 def structured_groups(model: nn.Module) -> list:
     """Every structured group of ``model`` (any wrapper: names are full ``named_parameters`` names), in module
-    order: Vim / Mamba mixers, MambaVision's s6 / S4D / S5 mixers, self-attention heads, MambaVision MLPs.
+    order: Vim / Mamba mixers, MambaVision's s6 / S4D / S5 mixers, self-attention heads, MambaVision MLPs and
+    conv blocks.
 
     Mixers whose channels are mixed outside the listed slices (Vim's ``conv_type='inverted_residual'``, SE) are
     left out, so every returned unit can be removed exactly once its kill members are zero.
     """
-    from mmssm.models.backbones.mamba_vision import Mlp
+    from mmssm.models.backbones.mamba_vision import ConvBlock, Mlp
     from mmssm.models.layers.mamba_mixer import MambaMixer
     from mmssm.models.layers.self_attention import MultiheadSelfAttention
     from mmssm.models.layers.split_conv_mixer import SplitConvMixer
@@ -139,6 +152,8 @@ def structured_groups(model: nn.Module) -> list:
             group = _attention_group(name, module)
         elif isinstance(module, Mlp):
             group = _mlp_group(name, module)
+        elif isinstance(module, ConvBlock) and module.norm1.affine:
+            group = _conv_block_group(name, module)
         if group is not None:
             groups.append(group)
     return groups
@@ -153,6 +168,21 @@ def member_slice(member: Member, unit):
 def unit_indices(member: Member, units):
     """Indices along ``member.dim`` covered by ``units`` (an iterable of unit numbers), in order."""
     return [member.offset + u * member.width + k for u in units for k in range(member.width)]
+
+
+def masked_units(groups, masks: dict) -> dict:
+    """Group name -> the units whose kill slices are all False in ``masks`` (parameter name -> bool keep-mask, as
+    the pruning hooks save them in ``checkpoint['mmssm_pruning']['masks']``). A group with a kill member that has no
+    mask has none."""
+    units = {}
+    for group in groups:
+        kills = [m for m in group.members if m.kill]
+        if not all(m.param in masks for m in kills):
+            units[group.name] = []
+            continue
+        units[group.name] = [u for u in range(group.size)
+                             if not any(masks[m.param][member_slice(m, u)].any() for m in kills)]
+    return units
 
 
 def dead_units(model: nn.Module, group: StructuredGroup) -> list:

@@ -8,6 +8,7 @@ from mmengine.runner import Runner
 from torch import nn
 
 from mmssm.engine.hooks.pruning import (
+    ChannelMasks,
     CosinePruningHook,
     EarlyBirdHook,
     GradientSaliencyHook,
@@ -15,10 +16,15 @@ from mmssm.engine.hooks.pruning import (
     PruningMasks,
     cosine_sparsity,
     mask_distance,
+    rank_units,
     saliency_scores,
+    select_groups,
     select_prunable,
 )
 from mmssm.engine.hooks.pruning.base import CHECKPOINT_KEY
+from mmssm.models.backbones.mamba_vision import ConvBlock, MambaVision, Mlp
+from mmssm.models.backbones.vim import Vim
+from mmssm.pruning import dead_units, masked_units, member_slice
 
 
 class ToyNet(BaseModel):
@@ -40,6 +46,24 @@ class ToyNet(BaseModel):
         x = self.bn(self.conv(inputs[:, None] + self.pos_embed)).flatten(1)
         x = x * self.D.repeat_interleave(8) + self.A_log.sum() + self.cls_token.sum()
         logits = self.fc2(torch.relu(self.norm(self.fc1(x))))
+        if mode == 'loss':
+            return dict(loss=nn.functional.cross_entropy(logits, data_samples))
+        return logits
+
+
+class StructNet(BaseModel):
+    """ToyNet's task with two structured groups: a MambaVision conv block (BN channels) and an MLP (hidden units)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.block = ConvBlock(4)
+        self.mlp = Mlp(32, 16)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = self.block(self.stem(inputs.view(-1, 1, 2, 4))).flatten(1)
+        logits = self.head(x + self.mlp(x))
         if mode == 'loss':
             return dict(loss=nn.functional.cross_entropy(logits, data_samples))
         return logits
@@ -75,16 +99,17 @@ class Checker(Hook):
 
 
 def make_runner(tmp_path, hook, max_epochs=2, max_iters=None, ema=False, optim_type='OptimWrapper', bn=False,
-                resume=False, extra_hooks=()):
+                resume=False, extra_hooks=(), model=None, load_from=None):
     train_cfg = dict(by_epoch=False, max_iters=max_iters) if max_iters else dict(by_epoch=True,
                                                                                  max_epochs=max_epochs)
     hooks = [hook, dict(type='mmssm.WeightsOnlyCheckpointHook'), *extra_hooks]
     if ema:
         hooks.append(dict(type='EMAHook', momentum=0.1))
+    sampler = 'InfiniteSampler' if max_iters else 'DefaultSampler'  # MMEngine sleeps 2 s per finite-loader restart
     torch.manual_seed(0)  # the model is built before the runner seeds
     return Runner(
-        model=ToyNet(bn=bn), work_dir=str(tmp_path),
-        train_dataloader=dict(dataset=dataset(), sampler=dict(type='DefaultSampler', shuffle=False),
+        model=model() if model else ToyNet(bn=bn), work_dir=str(tmp_path), load_from=load_from,
+        train_dataloader=dict(dataset=dataset(), sampler=dict(type=sampler, shuffle=False),
                               batch_size=8, collate_fn=dict(type='default_collate'), num_workers=0),
         optim_wrapper=dict(type=optim_type, optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.5),
                            clip_grad=dict(max_norm=0.1)),
@@ -118,6 +143,10 @@ def test_prunable_set_excludes_norms_ssm_params_biases_tokens():
     (lambda: IMPRewindHook(target_sparsity=0.5, round_iters=0), 'round_iters=0'),
     (lambda: EarlyBirdHook(prune_ratio=0.5, score='gamma'), "score='gamma'"),
     (lambda: GradientSaliencyHook(target_sparsity=0.5, criterion='fisher'), "criterion='fisher'"),
+    (lambda: CosinePruningHook(target_sparsity=0.5, begin=0, end=2, granularity='row'), "granularity='row'"),
+    (lambda: IMPRewindHook(target_sparsity=0.5, round_iters=2, channel_norm='l3'), "channel_norm='l3'"),
+    (lambda: select_groups(ToyNet()), "granularity='channel': no structured group"),
+    (lambda: select_groups(StructNet(), exclude=['*']), "exclude=\\['\\*'\\]"),
 ])
 def test_bad_values_raise(make, match):
     with pytest.raises(ValueError, match=match):
@@ -207,10 +236,16 @@ def test_imp_rewinds_survivors_optimizer_and_lr(tmp_path):
                 assert torch.equal(state['state'][idx]['step'], snap['optim']['state'][idx]['step'])
             assert runner.param_schedulers[0].last_step == snap['schedulers'][0]['last_step']
             assert runner.optim_wrapper.get_lr()['lr'][0] == snap['optim']['param_groups'][0]['lr']
+            ema = hook.ema_model(runner).state_dict()  # the EMA copy is rewound too, masked
+            assert int(ema['steps']) == int(snap['ema']['steps']) == 2
+            for n, keep in hook.masks.masks.items():
+                assert torch.equal(ema[f'module.{n}'][keep], snap['ema'][f'module.{n}'][keep]), n
+                assert (ema[f'module.{n}'][~keep] == 0).all()
+            assert torch.equal(ema['module.norm.weight'], snap['ema']['module.norm.weight'])
             self.checked += 1
 
     probe = AfterRewind()
-    make_runner(tmp_path, hook, max_iters=10, extra_hooks=[probe, Checker(hook)]).train()
+    make_runner(tmp_path, hook, max_iters=10, ema=True, extra_hooks=[probe, Checker(hook)]).train()
     assert probe.checked == 2 and hook.rounds == 2
     assert hook.masks.sparsity()['total'] == pytest.approx(0.75, abs=0.01)
 
@@ -275,3 +310,163 @@ def test_saliency_hook_deterministic_and_kept(tmp_path, criterion):
         results.append(hook.masks.state_dict())
     for n in results[0]:
         assert torch.equal(results[0][n], results[1][n])
+
+
+# ---- channel (structured) granularity
+
+
+def test_rank_units_layer_global_no_regrowth():
+    scores = dict(a=torch.tensor([4., 1., 3., 2.]), b=torch.tensor([0.5, 9., 0.1, 8.]))
+    alive = {n: torch.ones(4, dtype=torch.bool) for n in scores}
+    keep = rank_units(scores, alive, 0.5, 'layer')
+    assert keep['a'].tolist() == [True, False, True, False] and keep['b'].tolist() == [False, True, False, True]
+    keep = rank_units(scores, alive, 0.5, 'global')  # the four lowest overall: b0, b2, a1, a3
+    assert keep['a'].tolist() == [True, False, True, False] and keep['b'].tolist() == [False, True, False, True]
+    keep = rank_units(dict(a=torch.tensor([1., 2.]), b=torch.tensor([5., 6.])),
+                      {n: torch.ones(2, dtype=torch.bool) for n in 'ab'}, 0.75, 'global')
+    assert keep['a'].tolist() == [False, True]  # a keeps one unit although both rank lowest
+    assert keep['b'].tolist() == [False, True]
+    dead_a = dict(a=torch.tensor([False, True, True, True]), b=torch.ones(4, dtype=torch.bool))
+    keep = rank_units(dict(a=torch.tensor([9., 1., 3., 2.]), b=scores['b']), dead_a, 0.25, 'layer')
+    assert keep['a'].tolist() == [False, True, True, True]  # unit 0 stays pruned despite the top score
+
+
+@pytest.mark.parametrize('build', [lambda: Vim(arch='test', img_size=16, patch_size=8),
+                                   lambda: MambaVision(arch='test')], ids=['vim', 'mambavision'])
+def test_channel_masks_cover_units_and_agree_with_export(build):
+    torch.manual_seed(0)
+    model = build()
+    groups = select_groups(model)
+    assert {g.kind for g in groups} >= {'ssm_channel'}
+    masks = ChannelMasks(model, groups)
+    masks.prune_to(0.5, {n: p.detach().abs() for n, p in masks.params.items()}, 'layer')
+    pruned = {g.name: (~masks.units[g.name]).nonzero().flatten().tolist() for g in groups}
+    for g in groups:
+        assert len(pruned[g.name]) == min(round(0.5 * g.size), g.size - 1), g.name
+        for member in g.members:
+            if member.param not in masks.masks:
+                continue  # buffers
+            for unit in range(g.size):
+                held = masks.masks[member.param][member_slice(member, unit)]
+                kept = unit not in pruned[g.name]
+                assert bool(held.all()) == kept and bool(held.any()) == kept, (member, unit)
+    assert masked_units(groups, masks.masks) == pruned  # what prune_export reads back
+    masks.apply()
+    assert {g.name: dead_units(model, g) for g in groups} == pruned
+    stats = masks.sparsity()
+    assert stats['total'] == pytest.approx(sum(map(len, pruned.values())) / sum(g.size for g in groups))
+    assert 0 < stats['weights'] < 1
+
+
+def test_channel_cosine_masks_hold_and_prune_units(tmp_path):
+    hook = CosinePruningHook(target_sparsity=0.5, begin=0, end=4, by_epoch=False, granularity='channel')
+    checker = Checker(hook)
+    make_runner(tmp_path, hook, max_iters=6, ema=True, extra_hooks=[checker], model=StructNet).train()
+    assert checker.checks == 6
+    assert (~hook.masks.units['block.channels']).sum() == 2 and (~hook.masks.units['mlp.hidden']).sum() == 8
+    # a pruned unit zeroes every member parameter slice: BN scale and shift, conv1 row, conv2 column
+    unit = int((~hook.masks.units['block.channels']).nonzero()[0])
+    for name in ('block.norm1.weight', 'block.norm1.bias', 'block.conv1.bias'):
+        assert not hook.masks.masks[name][unit]
+    assert not hook.masks.masks['block.conv2.weight'][:, unit].any()
+    assert 'stem.weight' not in hook.masks.masks and 'head.weight' not in hook.masks.masks
+
+
+def test_early_bird_channel_ticket_prunes_units(tmp_path):
+    hook = EarlyBirdHook(prune_ratio=0.5, epsilon=1.0, window=2, granularity='channel')
+    runner = make_runner(tmp_path, hook, max_epochs=3, extra_hooks=[Checker(hook)], model=StructNet)
+    runner.train()
+    assert hook.bn_groups == {'block.channels': 'block.norm1.weight'}  # the MLP has no BN: mean |w| scores
+    assert hook.drawn_epoch == 1
+    ticket = hook.history[-1]
+    assert torch.equal(torch.cat([hook.masks.units['block.channels'], hook.masks.units['mlp.hidden']]), ticket)
+    assert (~hook.masks.units['block.channels']).sum() == 2 and (~hook.masks.units['mlp.hidden']).sum() == 8
+    gamma = runner.model.block.norm1.weight.detach()
+    assert (gamma[~hook.masks.units['block.channels']] == 0).all()
+
+
+def test_early_bird_channel_l1_penalty_on_scored_bn_only():
+    from types import SimpleNamespace
+    model = StructNet()
+    hook = EarlyBirdHook(prune_ratio=0.5, granularity='channel', l1_lambda=0.01)
+    hook.before_train(SimpleNamespace(model=model))
+    (0 * sum(p.sum() for p in model.parameters())).backward()
+    assert torch.equal(model.block.norm1.weight.grad, torch.full((4,), 0.01))  # gamma = 1: sign 1
+    assert not model.block.norm2.weight.grad.any() and not model.mlp.fc1.weight.grad.any()
+    hook.after_train(None)
+
+
+def test_early_bird_channel_on_mambavision_uses_bn_for_conv_stages():
+    model = MambaVision(arch='test')
+    hook = EarlyBirdHook(prune_ratio=0.3, granularity='channel')
+    groups = hook.select_groups(model)
+    conv_groups = {g.name for g in groups if g.kind == 'conv_channel'}
+    assert conv_groups == {'levels.0.blocks.0.channels', 'levels.1.blocks.0.channels'}
+    assert hook.bn_groups == {n: n.replace('.channels', '.norm1.weight') for n in conv_groups}
+    assert len(groups) > len(conv_groups)  # hybrid stages: mean |w| scores
+    bn_only = EarlyBirdHook(prune_ratio=0.3, granularity='channel', score='bn')
+    assert {g.name for g in bn_only.select_groups(model)} == conv_groups
+    with pytest.raises(ValueError, match="score='bn' with granularity='channel' needs"):
+        EarlyBirdHook(prune_ratio=0.3, granularity='channel', score='bn').select_groups(Vim(arch='test'))
+
+
+# ---- resume: masks and schedule state from a weights_only checkpoint, the run continues identically
+
+RESUME_CASES = {
+    # name: (hook factory, make_runner kwargs of the full run, checkpoint to resume from)
+    'cosine_channel': (lambda: CosinePruningHook(target_sparsity=0.5, begin=1, end=7, interval=2, by_epoch=False,
+                                                 granularity='channel'),
+                       dict(max_iters=9, model=StructNet, ema=True), 'iter_4.pth'),
+    'imp': (lambda: IMPRewindHook(target_sparsity=0.75, round_iters=3, prune_fraction=0.5, rewind_iter=2),
+            dict(max_iters=10, ema=True), 'iter_6.pth'),
+    'early_bird_bn': (lambda: EarlyBirdHook(prune_ratio=0.5, epsilon=1.0, window=3),
+                      dict(max_epochs=4, bn=True), 'epoch_2.pth'),
+    'early_bird_channel': (lambda: EarlyBirdHook(prune_ratio=0.5, epsilon=1.0, window=3, granularity='channel'),
+                           dict(max_epochs=4, model=StructNet), 'epoch_2.pth'),
+    'saliency': (lambda: GradientSaliencyHook(target_sparsity=0.7, num_batches=2, at_iter=3),
+                 dict(max_iters=8), 'iter_5.pth'),
+}
+
+
+@pytest.mark.parametrize('case', list(RESUME_CASES))
+def test_resume_continues_identically(tmp_path, case, monkeypatch):
+    factory, kwargs, checkpoint = RESUME_CASES[case]
+    full_hook = factory()
+    full = make_runner(tmp_path / 'full', full_hook, **kwargs)
+    full.train()
+    saved = torch.load(tmp_path / 'full' / checkpoint, weights_only=True)[CHECKPOINT_KEY]
+    assert saved['granularity'] == full_hook.granularity
+    if case.startswith('imp'):  # mid-schedule: one round done, the step-k state (incl. EMA) in the checkpoint
+        assert saved['schedule']['rounds'] == 1 and saved['schedule']['snapshot']['model']
+        assert (saved['schedule']['snapshot']['ema'] is not None) == kwargs.get('ema', False)
+    if case.startswith('early_bird'):  # two masks seen, no ticket yet
+        assert len(saved['schedule']['history']) == 2 and saved['schedule']['drawn_epoch'] == -1
+    if case == 'saliency':
+        assert saved['schedule']['done'] is True
+        from mmssm.engine.hooks.pruning import saliency
+        monkeypatch.setattr(saliency, 'saliency_scores', lambda *a, **k: pytest.fail('scored again on resume'))
+
+    hook = factory()
+    resumed = make_runner(tmp_path / 'resumed', hook, resume=True, load_from=str(tmp_path / 'full' / checkpoint),
+                          **kwargs)
+    resumed.train()
+    assert resumed.iter == full.iter
+    for (n, p), (m, q) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        assert n == m and torch.equal(p, q), n
+    for n, mask in full_hook.masks.masks.items():
+        assert torch.equal(mask, hook.masks.masks[n]), n
+    assert hook.schedule_state().keys() == full_hook.schedule_state().keys()
+    for key, value in full_hook.schedule_state().items():
+        if key not in ('snapshot', 'history'):
+            assert hook.schedule_state()[key] == value, key
+    if full_hook.ema_params(full):
+        for n, p in full_hook.ema_params(full).items():
+            assert torch.equal(p, hook.ema_params(resumed)[n]), n
+
+
+def test_resume_with_other_granularity_raises():
+    from types import SimpleNamespace
+    hook = CosinePruningHook(target_sparsity=0.5, begin=0, end=2)
+    hook.after_load_checkpoint(None, {CHECKPOINT_KEY: dict(granularity='channel', masks={}, units={}, schedule={})})
+    with pytest.raises(ValueError, match="pruned with granularity='channel', this hook has granularity='weight'"):
+        hook.before_train(SimpleNamespace(model=ToyNet()))

@@ -61,8 +61,9 @@ def test_groups_kill_sets_are_exact(name):
     kinds = {g.kind for g in groups}
     assert 'ssm_channel' in kinds
     if name.startswith('mv'):
-        assert {'attn_head', 'mlp_hidden'} <= kinds
+        assert {'attn_head', 'mlp_hidden', 'conv_channel'} <= kinds
     params = dict(model.named_parameters())
+    params.update(model.named_buffers())  # BN running statistics are members of conv-block channels
     for group in groups:
         for member in group.members:
             assert member.param in params, member
@@ -78,8 +79,10 @@ def test_groups_kill_sets_are_exact(name):
             for unit in killed[group.name]:
                 for member in group.members:
                     if not member.kill:
-                        params[member.param][member_slice(member, unit)] = torch.randn_like(
-                            params[member.param][member_slice(member, unit)])
+                        target = params[member.param][member_slice(member, unit)]
+                        # running variances stay positive (a NaN times the zero scale is still NaN)
+                        target.copy_(torch.rand_like(target) + 0.5 if 'running_var' in member.param
+                                     else torch.randn_like(target))
     torch.testing.assert_close(_out(model, x), ref, rtol=0, atol=1e-12)
     # and a live unit's non-kill member does matter (the test can fail)
     group = next(g for g in groups if g.kind == 'ssm_channel')
@@ -125,6 +128,11 @@ def test_pruned_widths_errors():
         _vim(pruned_widths={'0': {'d_inner': 65}})
     with pytest.raises(ValueError, match='and even'):
         _mamba_vision(pruned_widths={'2.0': {'d_inner': 15}})
+    with pytest.raises(ValueError, match=r"pruned_widths\['0.0'\]\['conv_hidden'\] must be an int in \[1, 8\]"):
+        _mamba_vision(pruned_widths={'0.0': {'conv_hidden': 9}})
+    narrow = _mamba_vision(pruned_widths={'0.0': {'conv_hidden': 3}}).levels[0].blocks[0]  # conv block widths
+    assert (narrow.conv1.out_channels, narrow.norm1.num_features, narrow.conv2.in_channels) == (3, 3, 3)
+    assert narrow.norm1.running_var.shape == (3,) and narrow.conv2.weight.shape == (8, 3, 3, 3)
 
 
 def test_2_4_pattern():

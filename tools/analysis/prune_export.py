@@ -1,12 +1,15 @@
 """Turn a structurally masked checkpoint into a physically smaller model (mmssm issue 15).
 
-    python tools/analysis/prune_export.py CONFIG CHECKPOINT OUT_DIR [--semi-structured-2-4]
+    python tools/analysis/prune_export.py CONFIG CHECKPOINT OUT_DIR [--semi-structured-2-4] [--cfg-options ...]
 
-Builds the model of CONFIG, loads CHECKPOINT (weights_only) strictly, finds the dead units of every structured
-group (SSM inner channels, attention heads, MLP hidden units: :mod:`mmssm.pruning.structure`), removes them and
-writes OUT_DIR/pruned.pth (a state dict) and OUT_DIR/<config name>_pruned.py (CONFIG with
-``model.backbone.pruned_widths`` and the new checkpoint). It checks on a random batch, in float64, that the
-exported model's output equals the masked model's, and prints a width table and parameter counts.
+Builds the model of CONFIG, loads CHECKPOINT (weights_only) strictly and removes the pruned units of its structured
+groups (SSM inner channels, attention heads, MLP hidden units, conv-block channels: :mod:`mmssm.pruning.structure`).
+Which units: those whose kill slices are masked in ``checkpoint['mmssm_pruning']['masks']`` when the checkpoint
+comes from a training run with a pruning hook (``granularity='channel'``); they must be zero in the weights. A plain
+state dict has no masks: then every dead unit (kill members exactly zero) goes. It writes OUT_DIR/pruned.pth (a
+state dict) and OUT_DIR/<config name>_pruned.py (CONFIG with ``model.backbone.pruned_widths`` and the new
+checkpoint, without the pruning hooks). It checks on a random batch, in float64, that the exported model's output
+equals the masked model's, and prints a width table and parameter counts.
 
 ``--semi-structured-2-4`` also prunes every eligible Linear weight to the 2:4 pattern by magnitude (this changes
 the output; the check is then the pattern), and on a GPU of compute capability >= 8.0 times the layers converted
@@ -23,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mmssm.converters.checkpoint_file import load_checkpoint_file  # noqa: E402
-from mmssm.pruning import dead_units, export_pruned, structured_groups  # noqa: E402
+from mmssm.pruning import dead_units, export_pruned, masked_units, structured_groups  # noqa: E402
 from mmssm.pruning.semi_structured import is_2_4, prune_2_4, semi_structured_supported, to_semi_structured  # noqa: E402
 
 
@@ -37,6 +40,9 @@ def parse_args(argv=None):
                         "backbone's img_size, else 224)")
     parser.add_argument('--semi-structured-2-4', action='store_true',
                         help='also prune eligible Linear weights to 2:4 and convert them where the GPU supports it')
+    from mmengine.config import DictAction
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='key=value overrides of CONFIG, the same as given to tools/train.py for CHECKPOINT')
     return parser.parse_args(argv)
 
 
@@ -52,13 +58,16 @@ def build_model(cfg):
 
 
 def load_state(model, path):
-    state = load_checkpoint_file(path)
-    state = state.get('state_dict', state) if isinstance(state, dict) else state
+    """Load the weights strictly; return the pruning masks the checkpoint holds (None for a plain state dict)."""
+    checkpoint = load_checkpoint_file(path)
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else checkpoint
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         sys.exit(f'error: {path} does not fit the model of the config (missing / unexpected keys or shapes); pass '
                  f'the checkpoint trained with this config.\n{str(error).strip()[:2000]}')
+    pruning = checkpoint.get('mmssm_pruning') if isinstance(checkpoint, dict) else None
+    return pruning['masks'] if pruning else None
 
 
 def forward(model, x):
@@ -88,36 +97,48 @@ def main(argv=None):
 
     from mmssm.pruning import widths_of
     cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg).eval()
-    load_state(model, args.checkpoint)
+    masks = load_state(model, args.checkpoint)
     groups = structured_groups(model)
     if not groups:
         sys.exit(f'error: the model of {args.config} has no structured groups (Vim / MambaVision mixers, attention, '
-                 f'MLPs); nothing to export.')
-    dead = {g.name: dead_units(model, g) for g in groups}
-    num_dead = sum(len(units) for units in dead.values())
+                 f'MLPs, conv blocks); nothing to export.')
+    if masks is not None:
+        removed = masked_units(groups, masks)
+        for group in groups:
+            live = sorted(set(removed[group.name]) - set(dead_units(model, group)))
+            if live:
+                sys.exit(f'error: units {live[:8]} of {group.name} are masked in the checkpoint but their weights are '
+                         f'not zero: the masks were not applied to these weights; pass the checkpoint the pruning '
+                         f'hook wrote.')
+    else:
+        removed = {g.name: dead_units(model, g) for g in groups}
+    num_dead = sum(len(units) for units in removed.values())
+    source = "the checkpoint's pruning masks" if masks is not None else 'zero kill members'
     before_widths = widths_of(model)
     params_before = sum(p.numel() for p in model.parameters())
     if num_dead == 0 and not args.semi_structured_2_4:
+        pruned = masks is not None and any(not bool(m.all()) for m in masks.values())
         zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith('weight'))
         total = sum(p.numel() for n, p in model.named_parameters() if n.endswith('weight'))
-        if zeros > 0.1 * total:
+        if pruned or zeros > 0.1 * total:
             sys.exit(f'error: {zeros / total:.0%} of the weights are zero but no unit is dead: the mask is '
                      f'unstructured, so no channel / head / hidden unit can be removed (its speed-up is ~1.0x). '
-                     f'Prune with structured granularity (the pruning hooks with granularity over '
-                     f'mmssm.pruning.structured_groups), which zeroes whole units.')
+                     f"Prune with granularity='channel' (the pruning hooks over mmssm.pruning.structured_groups), "
+                     f'which zeroes whole units.')
         sys.exit('error: no unit is dead, so exporting is a no-op. Prune first (the pruning hooks zero the kill '
                  'members of whole units: SSM out_proj / x_proj columns, attention proj columns, MLP fc2 columns).')
 
     masked = copy.deepcopy(model).double()
-    exported, widths = export_pruned(model)
+    exported, widths = export_pruned(model, removed)
     x = check_batch(exported, args.img_size)
     with torch.no_grad():
         ref = forward(masked, x)
         out = forward(copy.deepcopy(exported).double(), x)
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))
-    print(f'structured export: {num_dead} dead units removed; max |exported - masked| on a random batch '
-          f'(float64): {diff:.3e}')
+    print(f'structured export: {num_dead} units removed (from {source}); max |exported - masked| on a random '
+          f'batch (float64): {diff:.3e}')
     if diff > 1e-8:
         sys.exit(f'error: the exported model differs from the masked one by {diff:.3e}: a bug; please report it.')
 
@@ -149,6 +170,10 @@ def main(argv=None):
     backbone_cfg['init_cfg'] = dict(type='Pretrained', checkpoint=str(ckpt.resolve()),
                                     **({'prefix': prefix} if prefix else {}))
     new_cfg['load_from'] = str(ckpt.resolve())
+    # fine-tuning the exported model must not prune it again: drop the pruning hooks, keep the rest (EMA, ...)
+    pruning_hooks = ('CosinePruningHook', 'IMPRewindHook', 'EarlyBirdHook', 'GradientSaliencyHook')
+    new_cfg['custom_hooks'] = [h for h in new_cfg.get('custom_hooks', [])
+                               if str(h.get('type', '')).split('.')[-1] not in pruning_hooks]
     cfg_path = out_dir / f'{osp.splitext(osp.basename(args.config))[0]}_pruned.py'
     new_cfg.dump(str(cfg_path))
     print(f'wrote {ckpt} and {cfg_path}')

@@ -335,7 +335,8 @@ class MambaVision(BaseModule):
             ``checkpoint=None``, which the task configs set, so that a child config or ``--cfg-options
             model.backbone.init_cfg.checkpoint=PATH`` only has to give the path.
         pruned_widths (dict, optional): per-block widths of a structurally pruned model, ``{'<stage>.<block>':
-            {'d_inner': int, 'num_heads': int, 'mlp_hidden': int}}`` (the keys that block has), written by
+            {'d_inner': int, 'num_heads': int, 'mlp_hidden': int}}`` (the keys that block has; conv blocks:
+            ``{'conv_hidden': int}``, the channels between conv1 and conv2), written by
             ``tools/analysis/prune_export.py`` (see :mod:`mmssm.pruning.export`). Default: None (full widths).
     """
 

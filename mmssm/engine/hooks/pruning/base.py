@@ -11,25 +11,43 @@ import torch
 from mmengine.hooks import EMAHook, Hook
 from mmengine.model import is_model_wrapper
 
+from ..weights_only_checkpoint import from_plain, to_plain
+from .channel_masks import NORMS, ChannelMasks, select_groups
 from .masks import DEFAULT_EXCLUDE, PruningMasks, check_scope, select_prunable
 
 CHECKPOINT_KEY = 'mmssm_pruning'
+GRANULARITIES = ('weight', 'channel')
 
 
 class BasePruningHook(Hook):
     """Args:
-        scope (str): 'layer' (each parameter pruned to the sparsity) or 'global' (one threshold over the set).
-        include (list[str] | None): fnmatch patterns of extra parameters to prune (e.g. ``'*.A_log'``).
-        exclude (list[str]): patterns removed from the default Linear/Conv weight set.
-        log_per_layer (bool): also log every parameter's sparsity when masks change.
+        granularity (str): 'weight' (unstructured: single weights of the prunable set) or 'channel' (whole
+            structured units of :func:`mmssm.pruning.structured_groups`: SSM inner channels, attention heads, MLP
+            hidden units, conv-block channels; every member slice masked together, exportable with
+            ``tools/analysis/prune_export.py``). Sparsity then means the fraction of units.
+        scope (str): 'layer' (each parameter / group pruned to the sparsity) or 'global' (one threshold over the set).
+        include (list[str] | None): fnmatch patterns: 'weight': extra parameters to prune (e.g. ``'*.A_log'``);
+            'channel': only the groups whose names match (e.g. ``'*.mixer.d_inner'``).
+        exclude (list[str] | None): patterns removed: 'weight': from the Linear/Conv weight set (default
+            ``DEFAULT_EXCLUDE``: norms, A_log, D, biases, tokens); 'channel': groups by name (default: none).
+        channel_norm (str): 'l2' (root mean square) or 'l1' (mean |.|) of a unit's weight scores ('channel').
+        log_per_layer (bool): also log every parameter's (group's) sparsity when masks change.
     """
 
     priority = 'HIGH'  # before EMAHook (NORMAL by default, ABOVE_NORMAL in mmssm's configs) in after_train_iter
 
-    def __init__(self, scope='layer', include=None, exclude=DEFAULT_EXCLUDE, log_per_layer=True):
+    def __init__(self, granularity='weight', scope='layer', include=None, exclude=None, channel_norm='l2',
+                 log_per_layer=True):
+        if granularity not in GRANULARITIES:
+            raise ValueError(f'granularity={granularity!r} is not one of {GRANULARITIES}')
+        if channel_norm not in NORMS:
+            raise ValueError(f'channel_norm={channel_norm!r} is not one of {NORMS}')
+        self.granularity = granularity
         self.scope = check_scope(scope)
         self.include = list(include) if include else None
-        self.exclude = tuple(exclude)
+        default = DEFAULT_EXCLUDE if granularity == 'weight' else ()
+        self.exclude = tuple(default if exclude is None else exclude)
+        self.channel_norm = channel_norm
         self.log_per_layer = log_per_layer
         self.masks = None
         self._handles = []
@@ -40,11 +58,17 @@ class BasePruningHook(Hook):
     def unwrap(runner):
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
-    def ema_params(self, runner) -> dict:
+    @staticmethod
+    def ema_model(runner):
+        """EMAHook's averaged model (``.module`` is the EMA copy), or None."""
         for hook in runner.hooks:
             if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model'):
-                return dict(hook.ema_model.module.named_parameters())
-        return {}
+                return hook.ema_model
+        return None
+
+    def ema_params(self, runner) -> dict:
+        ema = self.ema_model(runner)
+        return dict(ema.module.named_parameters()) if ema is not None else {}
 
     def enforce(self, runner) -> None:
         self.masks.apply()
@@ -69,8 +93,11 @@ class BasePruningHook(Hook):
         stats = self.masks.sparsity()
         runner.message_hub.update_scalar('train/sparsity', stats['total'])
         msg = f'{type(self).__name__}: total sparsity {stats["total"]:.4f}'
+        if 'weights' in stats:  # channel granularity: 'total' counts units
+            runner.message_hub.update_scalar('train/weight_sparsity', stats['weights'])
+            msg = f'{type(self).__name__}: units pruned {stats["total"]:.4f}, member weights {stats["weights"]:.4f}'
         if self.log_per_layer:
-            msg += '\n' + '\n'.join(f'  {n}: {v:.4f}' for n, v in stats.items() if n != 'total')
+            msg += '\n' + '\n'.join(f'  {n}: {v:.4f}' for n, v in stats.items() if n not in ('total', 'weights'))
         runner.logger.info(msg)
 
     # ---- subclass state (plain containers / tensors / numbers only)
@@ -81,11 +108,25 @@ class BasePruningHook(Hook):
         pass
 
     # ---- hook points
+    def select_groups(self, model) -> list:
+        return select_groups(model, self.include, self.exclude)
+
+    def build_masks(self, model) -> PruningMasks:
+        if self.granularity == 'channel':
+            return ChannelMasks(model, self.select_groups(model), self.channel_norm)
+        return PruningMasks(select_prunable(model, self.include, self.exclude))
+
     def before_train(self, runner) -> None:
-        self.masks = PruningMasks(select_prunable(self.unwrap(runner), self.include, self.exclude))
+        self.masks = self.build_masks(self.unwrap(runner))
         if self._loaded is not None:
+            saved = self._loaded.get('granularity', 'weight')
+            if saved != self.granularity:
+                raise ValueError(f'the checkpoint was pruned with granularity={saved!r}, this hook has '
+                                 f'granularity={self.granularity!r}; resume with the same config')
             self.masks.load_state_dict(self._loaded['masks'])
-            self.load_schedule_state(self._loaded['schedule'])
+            if self.granularity == 'channel':
+                self.masks.load_units(self._loaded['units'])
+            self.load_schedule_state(from_plain(self._loaded['schedule']))
             self._loaded = None
             self.after_masks_changed(runner)
         self._handles = self.masks.grad_hooks()
@@ -100,7 +141,11 @@ class BasePruningHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.masks is not None:
-            checkpoint[CHECKPOINT_KEY] = dict(masks=self.masks.state_dict(), schedule=self.schedule_state())
+            state = dict(granularity=self.granularity, masks=self.masks.state_dict(),
+                         schedule=to_plain(self.schedule_state()))
+            if self.granularity == 'channel':
+                state['units'] = {n: u.clone() for n, u in self.masks.units.items()}
+            checkpoint[CHECKPOINT_KEY] = state
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if CHECKPOINT_KEY in checkpoint:

@@ -14,10 +14,11 @@ def _schedulers(runner) -> list:
 
 @HOOKS.register_module()
 class IMPRewindHook(BasePruningHook):
-    """Save weights, optimizer and LR-scheduler state before iteration ``rewind_iter`` (k); before iteration
-    k + r * ``round_iters`` (r = 1, 2, ...), prune ``prune_fraction`` (q) of the surviving weights by magnitude and
-    rewind the model, optimizer and schedulers to the saved state (survivors bit-equal to it), until the target.
-    Sparsity after r rounds: 1 - (1 - q)^r, the last round capped at the target."""
+    """Save weights, optimizer, LR-scheduler and EMA state before iteration ``rewind_iter`` (k); before iteration
+    k + r * ``round_iters`` (r = 1, 2, ...), prune ``prune_fraction`` (q) of the surviving weights (units with
+    ``granularity='channel'``) by magnitude and rewind the model, optimizer, schedulers and EMA copy to the saved
+    state (survivors bit-equal to it), until the target. Sparsity after r rounds: 1 - (1 - q)^r, the last round
+    capped at the target. The saved state goes into checkpoints as plain tensors / containers (weights_only)."""
 
     def __init__(self, target_sparsity, round_iters, prune_fraction=0.2, rewind_iter=0, **kwargs):
         super().__init__(**kwargs)
@@ -33,15 +34,23 @@ class IMPRewindHook(BasePruningHook):
         self.snapshot = None
 
     def take_snapshot(self, runner) -> None:
+        ema = self.ema_model(runner)
         self.snapshot = dict(model=clone_state(self.unwrap(runner).state_dict()),
                              optim=clone_state(runner.optim_wrapper.state_dict()),
-                             schedulers=[clone_state(s.state_dict()) for s in _schedulers(runner)])
+                             schedulers=[clone_state(s.state_dict()) for s in _schedulers(runner)],
+                             ema=None if ema is None else clone_state(ema.state_dict()))
 
     def rewind(self, runner) -> None:
         self.unwrap(runner).load_state_dict(clone_state(self.snapshot['model']))
         runner.optim_wrapper.load_state_dict(clone_state(self.snapshot['optim']))
         for scheduler, state in zip(_schedulers(runner), self.snapshot['schedulers']):
             scheduler.load_state_dict(clone_state(state))
+        ema = self.ema_model(runner)
+        if ema is not None:
+            if self.snapshot.get('ema') is None:
+                raise ValueError('IMPRewindHook: an EMAHook is present but the saved step-k state has no EMA copy '
+                                 '(the EMAHook was added after the state was saved); cannot rewind it')
+            ema.load_state_dict(clone_state(self.snapshot['ema']))
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         # Here, not in after_train_iter: the LR schedulers have already stepped for the finished iteration, so

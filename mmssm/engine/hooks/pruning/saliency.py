@@ -1,5 +1,9 @@
 """One-shot gradient-saliency pruning: SNIP and the study's |grad| variant (docs/pruning.md#saliency)."""
+import random
+
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, RandomSampler
 
 from mmssm.registry import HOOKS
 
@@ -29,9 +33,14 @@ def saliency_scores(model, batches, params: dict, criterion='snip') -> dict:
 
 @HOOKS.register_module()
 class GradientSaliencyHook(BasePruningHook):
-    """Before iteration ``at_iter``, score weights on ``num_batches`` training batches (a fresh pass of the train
-    dataloader, RNG forked and seeded with ``seed``: deterministic), prune to ``target_sparsity`` once, and keep
-    the mask for the rest of training."""
+    """Before iteration ``at_iter``, score weights on ``num_batches`` training batches, prune to ``target_sparsity``
+    once, and keep the mask for the rest of training.
+
+    The batches come from a separate loader over the train dataset (its batch size and collate function, order
+    shuffled by a generator seeded with ``seed``, data augmentation under torch / numpy / random states seeded with
+    ``seed`` and restored afterwards): deterministic, the same on every rank (so DDP ranks get the same mask), and
+    the training loader's sampler is left alone.
+    """
 
     def __init__(self, target_sparsity, criterion='snip', num_batches=1, at_iter=0, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -47,14 +56,31 @@ class GradientSaliencyHook(BasePruningHook):
         if self.done or runner.iter < self.at_iter:
             return
         model = self.unwrap(runner)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            batches, loader = [], iter(runner.train_dataloader)
-            for _ in range(self.num_batches):
-                batches.append(model.data_preprocessor(next(loader), True))
-            scores = saliency_scores(model, batches, self.masks.params, self.criterion)
+        states = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                np.random.seed(self.seed)
+                random.seed(self.seed)
+                batches = [model.data_preprocessor(b, True) for b in self.scoring_batches(runner.train_dataloader)]
+                scores = saliency_scores(model, batches, self.masks.params, self.criterion)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
         self.update_masks(runner, self.target_sparsity, scores)
         self.done = True
+
+    def scoring_batches(self, train_loader) -> list:
+        dataset = train_loader.dataset
+        loader = DataLoader(dataset, batch_size=train_loader.batch_size, collate_fn=train_loader.collate_fn,
+                            sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed)))
+        batches, it = [], iter(loader)
+        while len(batches) < self.num_batches:
+            try:
+                batches.append(next(it))
+            except StopIteration:  # fewer batches than asked: another shuffled pass
+                it = iter(loader)
+        return batches
 
     def schedule_state(self) -> dict:
         return dict(done=self.done)
