@@ -8,7 +8,7 @@ import torch
 
 from mmssm.registry import MODELS
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+pytestmark = pytest.mark.gpu
 
 SIZE = (70, 90)  # divisible by neither the strides nor the windows
 DEEPER = dict(embed_dims=8, stem_channels=8, depths=(1, 1, 4, 2), num_heads=(1, 1, 2, 4), window_size=(8, 8, 3, 2),
