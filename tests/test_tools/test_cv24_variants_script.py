@@ -54,3 +54,12 @@ def test_table_reports_mean_and_sample_std():
 def test_unknown_variant_is_named():
     with pytest.raises(ValueError, match="unknown variant 'nope'"):
         cv24.build_variant('nope')
+
+
+def test_depths_override_gives_shifted_windows_a_shifted_block():
+    # with one attention block per hybrid stage nothing shifts; --depths 1 1 4 2 gives stage 3 two of them
+    default = cv24.build_variant('shifted_window').backbone.levels[2].blocks
+    deeper = cv24.build_variant('shifted_window', depths=(1, 1, 4, 2)).backbone.levels[2].blocks
+    assert len(default) == 2 and len(deeper) == 4
+    assert not any(getattr(b.mixer, 'shift', False) for b in default)
+    assert [getattr(b.mixer, 'shift', False) for b in deeper] == [False, False, False, True]
