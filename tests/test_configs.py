@@ -25,34 +25,38 @@ def _shrink(cfg, scope):
     backbone = cfg.model.backbone
     if backbone.type == 'mmssm.MambaVision':
         return _shrink_mamba_vision(cfg, scope)
-    if backbone.type == 'mmssm.PlainMamba':  # classification configs only
-        backbone.update(arch='test', drop_path_rate=0.0, img_size=32)
-        cfg.model.head.update(in_channels=TEST_DIMS, num_classes=10)
-        cfg.data_preprocessor.num_classes = 10
-        return
-    assert backbone.type in ('mmssm.Vim', 'mmssm.ToPVim')
+    plain_mamba = backbone.type in ('mmssm.PlainMamba', 'mmssm.ToPPlainMamba')
+    assert plain_mamba or backbone.type in ('mmssm.Vim', 'mmssm.ToPVim')
     backbone.update(arch='test', drop_path_rate=0.0)
-    if backbone.type == 'mmssm.ToPVim':  # the test arch's 2 blocks: prune after the first
+    if backbone.type in ('mmssm.ToPVim', 'mmssm.ToPPlainMamba'):  # the test arch's 2 blocks: prune after the first
         backbone.token_pruning.update(layers=(0,), keep_ratio=0.5)
+    if plain_mamba:  # stride 16: a 64x64 input gives a 4x4 grid; 4 layers, one map each, for the dense heads
+        backbone.update(img_size=32 if scope == 'mmpretrain' else 64)
+        if scope != 'mmpretrain':
+            backbone.update(arch=dict(embed_dims=TEST_DIMS, depth=4, d_state=4, conv_size=3, layers_with_dwconv=(0, )),
+                            out_indices=(0, 1, 2, 3))
     if scope == 'mmpretrain':
-        backbone.update(img_size=32, patch_size=8)
+        if not plain_mamba:
+            backbone.update(img_size=32, patch_size=8)
         cfg.model.head.update(in_channels=TEST_DIMS, num_classes=10)
         cfg.data_preprocessor.num_classes = 10
     elif scope == 'mmseg':
-        backbone.update(img_size=64, patch_size=8, out_indices=(0, 0, 1, 1))
+        if not plain_mamba:
+            backbone.update(img_size=64, patch_size=8, out_indices=(0, 0, 1, 1))
+            cfg.model.neck.in_channels = TEST_DIMS
         cfg.model.data_preprocessor.size = (64, 64)
-        cfg.model.neck.in_channels = TEST_DIMS
         cfg.model.decode_head.update(in_channels=[TEST_DIMS] * 4, channels=16, num_classes=5)
         cfg.model.auxiliary_head.update(in_channels=TEST_DIMS, channels=16, num_classes=5)
         cfg.model.test_cfg = dict(mode='whole')
     else:
-        backbone.update(img_size=64, patch_size=8, out_indices=(0, 0, 1, 1))
+        if not plain_mamba:
+            backbone.update(img_size=64, patch_size=8, out_indices=(0, 0, 1, 1))
         cfg.model.neck[0].in_channels = TEST_DIMS
         cfg.model.neck[1].update(in_channels=[TEST_DIMS] * 4, out_channels=32)
         for key in ('rpn_head',):
             cfg.model[key].update(in_channels=32, feat_channels=32)
         cfg.model.roi_head.bbox_roi_extractor.out_channels = 32
-        cfg.model.roi_head.bbox_head.update(in_channels=32, fc_out_channels=32, num_classes=3)
+        cfg.model.roi_head.bbox_head.update(in_channels=32, conv_out_channels=32, fc_out_channels=32, num_classes=3)
         cfg.model.roi_head.mask_roi_extractor.out_channels = 32
         cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32, num_classes=3)
 
@@ -129,8 +133,8 @@ def test_config_builds_and_trains_one_step(path):
     cfg = Config.fromfile(osp.join(ROOT, path))
     init_default_scope(scope)
     full_arch = cfg.model.backbone.arch
-    small = path.endswith(('_digits_demo.py', 'plainmamba-l1_demo.py'))  # CPU demos of a small arch dict
-    assert full_arch in ('tiny', 'small', 'base', 'l1') or small
+    small = path.endswith(('_digits_demo.py', 'plainmamba-l1_demo.py', 'plainmamba-l1_fpn_demo.py'))  # arch dicts
+    assert full_arch in ('tiny', 'small', 'base', 'l1', 'l2', 'l3') or small
     named = re.fullmatch(r'upernet_vim_([a-z0-9]+)_(ade20k|demo)\.py', osp.basename(path))
     if named:
         assert cfg.model.backbone.discretization == named.group(1)

@@ -7,8 +7,8 @@ take to rebuild the smaller model from its config.
 * Vim: ``{'<block index>': {'d_inner': int}}``, e.g. ``{'3': {'d_inner': 384}}``.
 * MambaVision: ``{'<stage>.<block>': {'d_inner': int (Mamba blocks; both halves, even) | 'num_heads': int
   (attention blocks), 'mlp_hidden': int}}`` for hybrid blocks, ``{'conv_hidden': int}`` for conv blocks (the
-  channels between conv1 and conv2), e.g. ``{'2.1': {'num_heads': 4, 'mlp_hidden': 640}, '0.0': {'conv_hidden':
-  48}}``.
+  channels between conv1 and conv2; a ConvNeXt block's bottleneck units), e.g. ``{'2.1': {'num_heads': 4,
+  'mlp_hidden': 640}, '0.0': {'conv_hidden': 48}}``.
 """
 import torch
 from torch import nn
@@ -44,6 +44,7 @@ def _sync_metadata(module):
     from mmssm.models.layers.mamba_mixer import MambaMixer
     from mmssm.models.layers.self_attention import MultiheadSelfAttention
     from mmssm.models.layers.split_conv_mixer import SplitConvMixer
+    from mmssm.models.layers.window_attention import _WindowTokenAttention
     for sub in module.modules():
         if isinstance(sub, nn.Linear):
             sub.out_features, sub.in_features = sub.weight.shape
@@ -57,7 +58,7 @@ def _sync_metadata(module):
         module.d_inner = module.out_proj.in_features
     elif isinstance(module, SplitConvMixer):
         module.d_inner = module.out_proj.in_features
-    elif isinstance(module, MultiheadSelfAttention):
+    elif isinstance(module, (MultiheadSelfAttention, _WindowTokenAttention)):
         module.num_heads = module.qkv.out_features // (3 * module.head_dims)
 
 

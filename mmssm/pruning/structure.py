@@ -13,8 +13,11 @@ Kill sets, worked out from the mixers' code:
   y_c (scan, D and the z gate of channel c) reaches the output only through ``out_proj`` column c. Kill:
   ``out_proj[:, c]``, ``x_proj[:, c]`` (and ``x_proj_b[:, c]``). Other members: in_proj rows c (x) and
   d_inner + c (z) and their bias, conv1d(_b) weight/bias row c, dt_proj(_b) row c and bias, A_log / A_b_log row
-  c, D / D_b entry c. Mixers with ``conv_type='inverted_residual'`` or SE mix channels outside these slices and
-  get no group.
+  c, D / D_b entry c. With squeeze-and-excitation (``se_ratio``), y_c also feeds the SE's token mean: kill adds
+  ``se.fc1[:, c]``, members ``se.fc2`` row c and bias. With ``conv_type='inverted_residual'``, x_c enters every
+  hidden channel through ``expand``: kill adds ``conv1d(_b).expand[:, c]`` (channel c's output is then its own
+  residual plus a projection, read by nothing live); members ``project`` row c and ``project_norm``'s entries c
+  (its hidden channels are not units).
 * :class:`~mmssm.models.layers.MambaVisionMixer` ('s6'): unit c is x channel c *and* z channel c (the halves stay
   equal, as the mixer's ``d_inner`` is split in two). Kill: ``out_proj[:, c]``, ``out_proj[:, half + c]`` and
   ``x_proj[:, c]``. Members: in_proj rows c and half + c, conv1d_x / conv1d_z row c, dt_proj row c and bias,
@@ -22,14 +25,19 @@ Kill sets, worked out from the mixers' code:
 * 'S4D' mixer: channels are independent (diagonal per-channel SSM), so kill is ``out_proj[:, c]`` and
   ``out_proj[:, half + c]``; members add log_dt, A_log, A_imag, B row c, C[:, c], D[c].
 * 'S5' mixer: x_c enters the shared state through ``B[:, c]``; kill adds ``B[:, c]``; members add C[:, c], D[c].
-* :class:`~mmssm.models.layers.self_attention.MultiheadSelfAttention`, head h (head_dim d): kill
-  ``proj.weight[:, h d:(h+1) d]``; members: the q, k and v rows of ``qkv`` (weight and bias) of that head. Heads
-  are independent (own softmax), so a head whose output columns are zero can go.
+* :class:`~mmssm.models.layers.self_attention.MultiheadSelfAttention` and the window attentions of
+  :mod:`~mmssm.models.layers.window_attention` (shifted, neighbourhood, conv-relative), head h (head_dim d): kill
+  ``proj.weight[:, h d:(h+1) d]``; members: the q, k and v rows of ``qkv`` (weight and bias) of that head, and for
+  the conv-relative attention the depthwise ``crpe`` rows of its channels. Heads are independent (own softmax or
+  factorized context, masks shared), so a head whose output columns are zero can go.
 * MLP (``fc1`` -> GELU -> ``fc2``), hidden unit j: kill ``fc2.weight[:, j]``; members ``fc1`` row j and bias.
 * MambaVision ``ConvBlock`` (conv1 - BN ``norm1`` - GELU - conv2 - BN - residual), hidden channel c: kill
   ``norm1`` weight and bias c (gamma = beta = 0 makes the BN output 0 in train and eval mode, GELU(0) = 0: the
   network-slimming unit); members ``conv1`` row c and bias, ``norm1`` running mean / var c (buffers), ``conv2``
   input column c. Other BatchNorms (stem, ``norm2``) feed the residual stream and get no group.
+* ConvNeXt block (``conv_block='convnext'``: dwconv - LayerNorm - pwconv1 - GELU - pwconv2), hidden unit j of the
+  inverted bottleneck: kill ``pwconv2.weight[:, j]``; members ``pwconv1`` row j and bias. Its depthwise conv and
+  LayerNorm act on the residual stream's channels and get no group.
 """
 from dataclasses import dataclass
 
@@ -70,15 +78,26 @@ def _linear(prefix, module, dim, offset=0, width=1, kill=False):
     return members
 
 
+def _inverted_residual_members(prefix, block):
+    members = [Member(f'{prefix}.expand.weight', 1, kill=True), Member(f'{prefix}.project.weight', 0)]
+    norm = dict(block.project_norm.named_parameters())
+    norm.update(block.project_norm.named_buffers())
+    members += [Member(f'{prefix}.project_norm.{n}', 0) for n, t in norm.items() if t.dim() == 1]
+    return members
+
+
 def _mamba_mixer_group(name, mixer):
-    if mixer.conv_type != 'conv' or mixer.se is not None:
-        return None
     d = mixer.d_inner
     members = _linear(f'{name}.in_proj', mixer.in_proj, 0, 0) + _linear(f'{name}.in_proj', mixer.in_proj, 0, d)
     members += _linear(f'{name}.out_proj', mixer.out_proj, 1, kill=True)
+    if mixer.se is not None:
+        members += [Member(f'{name}.se.fc1.weight', 1, kill=True)] + _linear(f'{name}.se.fc2', mixer.se.fc2, 0)
     for suffix in ('', '_b') if mixer.bidirectional else ('',):
         conv = getattr(mixer, f'conv1d{suffix}')
-        members += _linear(f'{name}.conv1d{suffix}', conv, 0)
+        if mixer.conv_type == 'conv':
+            members += _linear(f'{name}.conv1d{suffix}', conv, 0)
+        else:
+            members += _inverted_residual_members(f'{name}.conv1d{suffix}', conv)
         members += _linear(f'{name}.x_proj{suffix}', None, 1, kill=True)
         members += _linear(f'{name}.dt_proj{suffix}', getattr(mixer, f'dt_proj{suffix}'), 0)
         members.append(Member(f"{name}.{'A_log' if suffix == '' else 'A_b_log'}", 0))
@@ -113,6 +132,8 @@ def _attention_group(name, attn):
     for part in range(3):  # q, k, v
         members += _linear(f'{name}.qkv', attn.qkv, 0, part * h * d, d)
     members.append(Member(f'{name}.proj.weight', 1, 0, d, True))
+    if getattr(attn, 'crpe', None) is not None:  # conv-relative attention: depthwise conv over the values
+        members += _linear(f'{name}.crpe', attn.crpe, 0, 0, d)
     return StructuredGroup(f'{name}.heads', 'attn_head', h, tuple(members))
 
 
@@ -129,18 +150,22 @@ def _conv_block_group(name, block):
     return StructuredGroup(f'{name}.channels', 'conv_channel', block.conv1.out_channels, tuple(members))
 
 
+def _convnext_block_group(name, block):
+    members = _linear(f'{name}.pwconv1', block.pwconv1, 0) + [Member(f'{name}.pwconv2.weight', 1, kill=True)]
+    return StructuredGroup(f'{name}.channels', 'conv_channel', block.pwconv1.out_features, tuple(members))
+
+
 def structured_groups(model: nn.Module) -> list:
     """Every structured group of ``model`` (any wrapper: names are full ``named_parameters`` names), in module
-    order: Vim / Mamba mixers, MambaVision's s6 / S4D / S5 mixers, self-attention heads, MambaVision MLPs and
-    conv blocks.
-
-    Mixers whose channels are mixed outside the listed slices (Vim's ``conv_type='inverted_residual'``, SE) are
-    left out, so every returned unit can be removed exactly once its kill members are zero.
+    order: Vim / Mamba mixers (plain, inverted-residual and SE variants), MambaVision's s6 / S4D / S5 mixers,
+    self-attention and window-attention heads, MambaVision MLPs, conv blocks and ConvNeXt blocks. Every returned
+    unit can be removed exactly once its kill members are zero.
     """
-    from mmssm.models.backbones.mamba_vision import ConvBlock, Mlp
+    from mmssm.models.backbones.mamba_vision import ConvBlock, ConvNeXtBlock, Mlp
     from mmssm.models.layers.mamba_mixer import MambaMixer
     from mmssm.models.layers.self_attention import MultiheadSelfAttention
     from mmssm.models.layers.split_conv_mixer import SplitConvMixer
+    from mmssm.models.layers.window_attention import _WindowTokenAttention
     groups = []
     for name, module in model.named_modules():
         group = None
@@ -148,12 +173,14 @@ def structured_groups(model: nn.Module) -> list:
             group = _mamba_mixer_group(name, module)
         elif isinstance(module, SplitConvMixer):
             group = _split_conv_mixer_group(name, module)
-        elif isinstance(module, MultiheadSelfAttention):
+        elif isinstance(module, (MultiheadSelfAttention, _WindowTokenAttention)):
             group = _attention_group(name, module)
         elif isinstance(module, Mlp):
             group = _mlp_group(name, module)
         elif isinstance(module, ConvBlock) and module.norm1.affine:
             group = _conv_block_group(name, module)
+        elif isinstance(module, ConvNeXtBlock):
+            group = _convnext_block_group(name, module)
         if group is not None:
             groups.append(group)
     return groups

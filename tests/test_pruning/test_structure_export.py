@@ -9,24 +9,48 @@ from mmssm.models.backbones.vim import Vim
 from mmssm.pruning import dead_units, export_pruned, member_slice, structured_groups
 
 
-def _vim(bidirectional=True, pruned_widths=None):
+def _vim(bidirectional=True, pruned_widths=None, **kwargs):
     torch.manual_seed(0)
     return Vim(arch='test', img_size=32, patch_size=8, bidirectional=bidirectional, out_type='featmap',
-               pruned_widths=pruned_widths).double().eval()
+               pruned_widths=pruned_widths, **kwargs).double().eval()
 
 
-def _mamba_vision(mixer='s6', pruned_widths=None):
+def _mamba_vision(mixer='s6', pruned_widths=None, window_size=(2, 2, 1, 1), **kwargs):
     torch.manual_seed(0)
-    arch = dict(embed_dims=8, stem_channels=8, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 2, 1, 1))
-    return MambaVision(arch=arch, mixer=mixer, out_indices=3, pruned_widths=pruned_widths).double().eval()
+    arch = dict(embed_dims=8, stem_channels=8, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4), window_size=window_size)
+    return MambaVision(arch=arch, mixer=mixer, out_indices=3, pruned_widths=pruned_widths, **kwargs).double().eval()
+
+
+def _mv_variant(**kwargs):
+    # 48 px: a 3x3 stage-3 map in 2x2 windows, padded to 4x4 (the shifted blocks really shift)
+    return lambda **kw: _mamba_vision('s6', window_size=(2, 2, 2, 2), **kwargs, **kw), (1, 3, 48, 48)
+
+
+def _randomize_norms(model):
+    """BatchNorm statistics and affine parameters away from their identity init (so a wrong slice shows)."""
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                for t in (module.weight, module.bias, module.running_mean):
+                    t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype))
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen, dtype=torch.float64) + .5)
+    return model
 
 
 MODELS = {
     'vim_bi': (lambda **kw: _vim(True, **kw), (1, 3, 32, 32)),
     'vim_uni': (lambda **kw: _vim(False, **kw), (1, 3, 32, 32)),
+    'vim_se': (lambda **kw: _vim(True, se_ratio=4, **kw), (1, 3, 32, 32)),
+    'vim_inverted_residual': (lambda **kw: _randomize_norms(_vim(True, conv_type='inverted_residual', **kw)),
+                              (1, 3, 32, 32)),
     'mv_s6': (lambda **kw: _mamba_vision('s6', **kw), (1, 3, 32, 32)),
     'mv_s4d': (lambda **kw: _mamba_vision('s4d', **kw), (1, 3, 32, 32)),
     'mv_s5': (lambda **kw: _mamba_vision('s5', **kw), (1, 3, 32, 32)),
+    'mv_shifted_window': _mv_variant(attention='shifted_window', num_registers=2),
+    'mv_sliding_window': _mv_variant(attention='sliding_window'),
+    'mv_conv_relative': _mv_variant(attention='conv_relative'),
+    'mv_convnext': _mv_variant(conv_block='convnext'),
 }
 
 
@@ -241,3 +265,36 @@ def test_tool_semi_structured_cpu(tmp_path, capsys):
     names = eligible_linears(exported)
     state = torch.load(tmp_path / 'out' / 'pruned.pth', weights_only=True)['state_dict']
     assert names and all(is_2_4(state[f'{name}.weight']) for name in names)
+
+
+@pytest.mark.parametrize('name, kill, member', [
+    ('vim_se', 'mixer.se.fc1.weight', 'mixer.se.fc2.bias'),
+    ('vim_inverted_residual', 'mixer.conv1d_b.expand.weight', 'mixer.conv1d.project_norm.running_var'),
+    ('mv_conv_relative', 'mixer.proj.weight', 'mixer.crpe.weight'),
+    ('mv_shifted_window', 'mixer.proj.weight', 'mixer.qkv.bias'),
+    ('mv_sliding_window', 'mixer.proj.weight', 'mixer.qkv.weight'),
+    ('mv_convnext', 'pwconv2.weight', 'pwconv1.bias'),
+])
+def test_variant_parts_are_in_the_groups(name, kill, member):
+    """The variants' own parts are units' members (so the exactness tests above cover them)."""
+    groups = structured_groups(MODELS[name][0]())
+    kills = {m.param for g in groups for m in g.members if m.kill}
+    members = {m.param for g in groups for m in g.members if not m.kill}
+    assert any(p.endswith(kill) for p in kills), sorted(kills)
+    assert any(p.endswith(member) for p in members), sorted(members)
+
+
+def test_a_missing_kill_member_breaks_exactness():
+    """Control for the SE kill: without ``se.fc1[:, c]`` a 'dead' channel still moves every SE gate."""
+    model = MODELS['vim_se'][0]()
+    group = next(g for g in structured_groups(model) if g.kind == 'ssm_channel')
+    params = dict(model.named_parameters())
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for m in group.members:
+            if m.kill and 'se.fc1' not in m.param:
+                params[m.param][member_slice(m, 0)] = 0
+        ref = _out(model, x)
+        target = params[next(m.param for m in group.members if m.param.endswith('in_proj.weight'))]
+        target[0] += torch.randn_like(target[0])
+    assert (_out(model, x) - ref).abs().max() > 1e-8

@@ -65,8 +65,8 @@ class _WindowTokenAttention(nn.Module):
 
     def _out(self, x):
         """(n, heads, L, head_dims) -> projected (n, L, C)."""
-        n, _, length, _ = x.shape
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(n, length, self.embed_dims)))
+        n, _, length, _ = x.shape  # heads * head_dims channels: fewer than embed_dims after head pruning
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(n, length, -1)))
 
     def _dropout_p(self):
         return self.attn_drop if self.training else 0.
@@ -176,7 +176,8 @@ class NeighbourhoodAttention(_WindowTokenAttention):
         reg, ws = geometry.num_registers, geometry.window_size
         height, width = geometry.height, geometry.width
         hp, wp = geometry.padded
-        n, length, channels = x.shape
+        n = x.shape[0]
+        channels = self.num_heads * self.head_dims  # embed_dims unless heads were pruned
         q, k, v = self._heads(x)  # (n, heads, R + N, d)
 
         def to_map(t):  # spatial part -> (B, heads, H, W, d)
@@ -248,7 +249,7 @@ class ConvRelPosAttention(_WindowTokenAttention):
         context = torch.einsum('bhnk,bhnv->bhkv', k_soft, v)
         out = torch.einsum('bhnk,bhkv->bhnv', q, context) * self.scale
         v_img = v[:, :, reg:].masked_fill(~key_valid[:, :, reg:], 0.)
-        v_img = v_img.permute(0, 1, 3, 2).reshape(n, self.embed_dims, ws, ws)
+        v_img = v_img.permute(0, 1, 3, 2).reshape(n, self.num_heads * self.head_dims, ws, ws)
         conv_v = self.crpe(v_img).reshape(n, self.num_heads, self.head_dims, ws * ws).transpose(2, 3)
         out = torch.cat([out[:, :, :reg], out[:, :, reg:] + q[:, :, reg:] * conv_v], dim=2)
         return self._out(out)
