@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU checks and measurements of issues 14-16 in one go, for the device machine (run from the repo root, after
+# `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
+# runs out of time leaves the others' results. Steps: build tests dyvm prune token (default: all, in that order).
+#
+#   bash benchmarks/gpu_session.sh tests dyvm
+set -u
+OUT=${OUT:-/tmp/mmssm_gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+steps=${*:-build tests dyvm prune token}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+run() {  # name, limit in seconds, command...
+  local name=$1 limit=$2; shift 2
+  local start=$(date +%s)
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  echo "[gpu_session] $name: exit $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/summary.txt"
+  tail -n 25 "$OUT/$name.log"
+}
+for step in $steps; do
+  case $step in
+    build) run build 200 python -m mmssm.ops.selective_scan.cuda_scan --build --quiet ;;
+    tests) run tests 300 python -m pytest -p no:cacheprovider -q -rs -m "gpu or not gpu" \
+             tests/test_models/test_backbones/test_variants_gpu.py tests/test_ops/test_selective_scan/test_keep_mask.py ;;
+    dyvm) run dyvm 200 python benchmarks/dyvm_gpu.py ;;
+    prune) run prune 240 python benchmarks/prune_export_gpu.py --out "$OUT/prune_export_gpu.json" ;;
+    token) run token_vim 200 python benchmarks/token_pruning_gpu.py --json "$OUT/token_pruning_vim.json"
+           run token_pm 200 python benchmarks/token_pruning_gpu.py --model plainmamba --arch l3 \
+             --json "$OUT/token_pruning_pm.json" ;;
+    *) echo "unknown step $step (build tests dyvm prune token)"; exit 2 ;;
+  esac
+done
