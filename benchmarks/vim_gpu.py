@@ -6,6 +6,8 @@ Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference
   vim_t_mamba / vim_s_mamba  the same models (same weights) with mamba-ssm's selective-scan and causal-conv1d
                           CUDA kernels, built from their sdists (benchmarks/mamba_kernels.py) and called as the
                           original Vim calls them (backward direction by flipping)
+  vim_t_unfused / vim_s_unfused  mmssm's model with the residual add + RMSNorm in torch (fused_add_norm=False),
+                          to measure the fused Triton add + norm kernel
   deit_t / deit_s         timm DeiT with fused scaled-dot-product attention
   deit_t_matmul / deit_s_matmul  the same DeiT computing the L x L attention matrix explicitly (the attention
                           of the Vim paper's time)
@@ -43,10 +45,16 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x)[-1])
 
 
+def vim_base(name):
+    """The model a Vim entry builds (its weights and outputs are shared by all its variants)."""
+    return name.replace('_mamba', '').replace('_unfused', '')
+
+
 def build_vim(name, size):
     from mmssm.models import Vim
     torch.manual_seed(0)
-    backbone = Vim(VIM_ARCHS[name.replace('_mamba', '')], img_size=size, patch_size=16)
+    backbone = Vim(VIM_ARCHS[vim_base(name)], img_size=size, patch_size=16,
+                   fused_add_norm=not name.endswith('_unfused'))
     backbone.init_weights()
     return Classifier(backbone)
 
@@ -132,7 +140,7 @@ def main():
                     restore()
                     restore = None
             out = run.pop('out')
-            base = name.replace('_mamba', '')
+            base = vim_base(name)
             if name.startswith('vim') and out is not None:
                 if base in reference:  # the two builds of one model must compute the same function
                     ref = reference[base]

@@ -117,7 +117,7 @@ class Vim(BaseModule):
         norm_cfg (dict): norm of the blocks and the final norm. Default: ``dict(type='mmssm.RMSNorm', eps=1e-5)``;
             ``dict(type='LN', eps=1e-5)`` for LayerNorm.
         residual_in_fp32 (bool): keep the residual stream in float32. Default: True.
-        fused_add_norm (bool): fuse add + norm with mamba-ssm's Triton kernel when it is importable and the
+        fused_add_norm (bool): residual add + norm in one Triton kernel (mmssm.ops.fused_add_norm) when the
             input is on CUDA (torch otherwise). Default: True.
         drop_rate (float): dropout after the position embedding. Default: 0.
         drop_path_rate (float): stochastic depth, rising linearly over the blocks. Default: 0.

@@ -1,21 +1,18 @@
-"""Residual add followed by a norm, fused with mamba-ssm's Triton kernel when it is importable and the tensors
-are on CUDA, in plain torch otherwise (same result up to rounding)."""
+"""Residual add followed by a norm, fused in one Triton kernel (mmssm.ops.fused_add_norm) when the tensors are on
+CUDA, in plain torch otherwise (same result up to rounding)."""
 import torch
 from torch import nn
 
+from mmssm.ops import fused_add_norm as _fused
+
 from .norm import RMSNorm
 
-try:  # optional: mamba-ssm >= 2 names the module layer_norm, 1.x layernorm
-    try:
-        from mamba_ssm.ops.triton.layer_norm import layer_norm_fn, rms_norm_fn
-    except ImportError:
-        from mamba_ssm.ops.triton.layernorm import layer_norm_fn, rms_norm_fn
-except Exception:  # pragma: no cover - depends on the environment (import of mamba_ssm may fail in many ways)
-    layer_norm_fn = rms_norm_fn = None
 
-
-def fused_add_norm_available() -> bool:
-    return rms_norm_fn is not None
+def fused_add_norm_available(tensor: torch.Tensor | None = None) -> bool:
+    """Whether the fused kernel can run (on ``tensor``'s device, or on some CUDA device)."""
+    if tensor is not None:
+        return _fused.is_available(tensor)
+    return _fused.triton is not None and torch.cuda.is_available()
 
 
 def add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, norm: nn.Module, residual_in_fp32: bool,
@@ -27,15 +24,15 @@ def add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, norm: nn.Modul
         residual: (..., C) running residual stream, or None before the first block.
         norm: an ``RMSNorm`` or ``nn.LayerNorm`` over C.
         residual_in_fp32: keep the residual stream in float32 (Mamba's ``residual_in_fp32``).
-        fused: use mamba-ssm's fused Triton kernel if it is importable and the input is on CUDA.
+        fused: use the fused Triton kernel when the input is on CUDA (and triton is installed).
 
     Returns:
         (normed in the norm weight's dtype, new residual)
     """
-    if fused and rms_norm_fn is not None and hidden.is_cuda and isinstance(norm, (RMSNorm, nn.LayerNorm)):
-        fn = rms_norm_fn if isinstance(norm, RMSNorm) else layer_norm_fn
-        return fn(hidden, norm.weight, getattr(norm, 'bias', None), residual=residual, prenorm=True,
-                  residual_in_fp32=residual_in_fp32, eps=norm.eps)
+    if fused and isinstance(norm, (RMSNorm, nn.LayerNorm)) and _fused.is_available(hidden) \
+            and (isinstance(norm, RMSNorm) or len(norm.normalized_shape) == 1):
+        return _fused.fused_add_norm(hidden, residual, norm.weight, getattr(norm, 'bias', None), eps=norm.eps,
+                                     is_rms=isinstance(norm, RMSNorm), residual_in_fp32=residual_in_fp32)
     residual = hidden if residual is None else residual + hidden
     weight = getattr(norm, 'weight', None)
     normed = norm(residual.to(weight.dtype) if weight is not None else residual)
