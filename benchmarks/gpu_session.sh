@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
-# runs out of time leaves the others' results. Steps: build tests dyvm prune token (default: all, in that order).
+# runs out of time leaves the others' results. Steps: build tests dyvm prune token vim (default: all, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
