@@ -114,12 +114,27 @@ def bench_mmssm(backend, method, directions, z, repeats, rounds):
     return result
 
 
+def sequential(backend, fn, *args):
+    """``fn(*args)``; for the pseudo-backend 'triton-seq', with the Triton forward's chunking off (each program
+    walks whole sequences, as before the chunk-parallel forward)."""
+    if backend != 'triton-seq':
+        return fn(*args)
+    from mmssm.ops.selective_scan import triton_scan
+    saved = triton_scan.FWD_MIN_CHUNK
+    triton_scan.FWD_MIN_CHUNK = 1 << 62
+    try:
+        return fn(*args)
+    finally:
+        triton_scan.FWD_MIN_CHUNK = saved
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--sdist-dir', default='.kit/sdist', help='folder with the mamba-ssm sdist')
     parser.add_argument('--build-dir', default='/tmp/mamba_build')
     parser.add_argument('--no-mamba', action='store_true', help='skip building and timing mamba-ssm')
-    parser.add_argument('--backends', nargs='+', default=None, help='default: every compiled backend available')
+    parser.add_argument('--backends', nargs='+', default=None, help='default: every compiled backend available; '
+                        "'triton-seq' is the Triton backend with its chunk-parallel forward off")
     parser.add_argument('--methods', nargs='+', default=None)
     parser.add_argument('--dtypes', nargs='+', default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument('--shapes', nargs='+', default=None, help='B,D,L,N ...')
@@ -155,8 +170,8 @@ def main():
                     scan_cuda, d, zz, args.repeats, args.rounds)))
             for backend in backends:
                 for method in methods:
-                    entries.append((backend, method, lambda b=backend, m=method, d=directions, zz=z: bench_mmssm(
-                        b, m, d, zz, args.repeats, args.rounds)))
+                    entries.append((backend, method, lambda b=backend, m=method, d=directions, zz=z: sequential(
+                        b, bench_mmssm, b.replace('-seq', ''), m, d, zz, args.repeats, args.rounds)))
             reference = None
             for impl, method, run in entries:
                 result = run()

@@ -3,11 +3,12 @@
 One call runs one or two directions (a bidirectional Vim block in one launch: the second direction's tensors are
 reached from the first one's pointer by an element offset, so nothing is stacked or copied).
 
-A program owns BLOCK_D channels x N states and steps through time (the sequence is not split: at long L with a
-small batch, few programs run; docs/benchmarks.md). The forward saves the state every CHECKPOINT_L steps; the
-backward recomputes each such chunk into a program-private scratch and walks it backwards, holding what step t gives
-to u and B at t - j in registers until the walk gets there. (A first design with associative scans over (N, L)
-tiles of one channel was slower at every measured shape and was removed.)
+A program owns BLOCK_D channels x N states and steps through time. The forward splits long sequences of a small
+batch into chunks run in parallel (a local pass, a pass over the chunks' end states, a final pass; the recurrence
+is linear in the state); the backward walks the whole sequence. The forward saves the state every CHECKPOINT_L
+steps; the backward recomputes each such chunk into a program-private scratch and walks it backwards, holding what
+step t gives to u and B at t - j in registers until the walk gets there. (A first design with associative scans
+over (N, L) tiles of one channel was slower at every measured shape and was removed.)
 
 The kernels evaluate discretize.py's math per element in float32 and clamp the earlier samples at the sequence start.
 """
@@ -27,6 +28,11 @@ from .discretize import METHODS, NEIGHBOURS
 FWD_BLOCK_D = 32
 FWD_PROGRAMS = 2048
 FWD_WARPS = 4
+# Chunk-parallel forward (long sequences, few sequences): chunks of at least FWD_MIN_CHUNK steps (a multiple of
+# CHECKPOINT_L) when the sequences alone give fewer than FWD_PROGRAMS programs of FWD_BLOCK_D channels.
+# FWD_CHUNK_L, when set, forces that chunk length (tests, benchmarks). Not yet tuned on a GPU.
+FWD_MIN_CHUNK = 128
+FWD_CHUNK_L = None
 # Backward: steps recomputed per chunk from the forward's checkpoints, then as the forward.
 CHECKPOINT_L = 32
 BWD_BLOCK_D = 16
@@ -232,16 +238,23 @@ if triton is not None:
     @triton.jit
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
+            start_ptr, local_ptr, prod_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
-            batch_size, dim, length, per_group, groups, n_ckpt,
+            batch_size, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            SAVE: tl.constexpr):
+            SAVE: tl.constexpr, PHASE: tl.constexpr):
         """The forward as a recurrence in time: a program owns BLOCK_D channels x N states (one element per
-        state in registers) and steps through the sequence; the k earlier samples' u and B stay in registers."""
+        state in registers) and steps through its chunk of the sequence.
+
+        PHASE 0: one chunk, the whole sequence from the zero state. Chunk-parallel (program_id(1) = chunk):
+        PHASE 1 runs each chunk from the zero state and keeps its end state and the product of its A_bar
+        (h_end = prod * h_start + local, the recurrence being linear in h); _scan_fwd_combine_kernel turns them
+        into each chunk's start state; PHASE 2 reruns each chunk from its start state and writes the outputs."""
         program = tl.program_id(0).to(tl.int64)
+        chunk = tl.program_id(1).to(tl.int64)
         # int64: the second direction's offsets (direction * rows_total * length, ...) pass 2^31 at B D L >= 2^31
-        direction = tl.program_id(1).to(tl.int64)
+        direction = tl.program_id(2).to(tl.int64)
         blocks = dim // BLOCK_D
         batch = program // blocks
         first = (program % blocks) * BLOCK_D
@@ -266,9 +279,15 @@ if triton is not None:
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
         h = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+        chunk_rows = ((direction * rows_total + rows[:, None]) * N + states[None, :]) * n_chunks + chunk
+        if PHASE == 2:
+            h = tl.load(start_ptr + chunk_rows, mask=mask2, other=0.0)
+        prod = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
         start = tl.where(reverse != 0, length - 1, 0)
         step = tl.where(reverse != 0, -1, 1)
-        for t in range(0, length):
+        t_begin = chunk * chunk_len
+        t_end = tl.minimum(t_begin + chunk_len, length)
+        for t in range(t_begin, t_end):
             pos = start + step * t
             # the k earlier samples are re-read (cache hits), clamped at the sequence start
             u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
@@ -285,18 +304,37 @@ if triton is not None:
             if K >= 3:
                 forcing += w3 * (u3[:, None] * B3[None, :])
             h = a_bar * h + forcing * dt[:, None]
-            Ct = tl.load(C_states + pos, mask=state_mask, other=0.0).to(tl.float32)
-            y = tl.sum(h * Ct[None, :], axis=1) + D * u0
-            if HAS_Z:
-                zv = tl.load(z_rows + pos).to(tl.float32)
-                y = y * zv * tl.sigmoid(zv)
-            tl.store(out_rows + pos, y.to(out_ptr.dtype.element_ty))
-            if SAVE:
-                index = t // CKPT_L
-                if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
-                    tl.store(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + index) * N
-                             + states[None, :], h, mask=mask2)
-        tl.store(last_ptr + (direction * rows_total + rows[:, None]) * N + states[None, :], h, mask=mask2)
+            if PHASE == 1:
+                prod = prod * a_bar
+            else:
+                Ct = tl.load(C_states + pos, mask=state_mask, other=0.0).to(tl.float32)
+                y = tl.sum(h * Ct[None, :], axis=1) + D * u0
+                if HAS_Z:
+                    zv = tl.load(z_rows + pos).to(tl.float32)
+                    y = y * zv * tl.sigmoid(zv)
+                tl.store(out_rows + pos, y.to(out_ptr.dtype.element_ty))
+                if SAVE:
+                    index = t // CKPT_L
+                    if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
+                        tl.store(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + index) * N
+                                 + states[None, :], h, mask=mask2)
+        if PHASE == 1:
+            tl.store(local_ptr + chunk_rows, h, mask=mask2)
+            tl.store(prod_ptr + chunk_rows, prod, mask=mask2)
+        elif chunk == n_chunks - 1:
+            tl.store(last_ptr + (direction * rows_total + rows[:, None]) * N + states[None, :], h, mask=mask2)
+
+    @triton.jit
+    def _scan_fwd_combine_kernel(start_ptr, local_ptr, prod_ptr, total, n_chunks, BLOCK: tl.constexpr):
+        """Each chunk's start state from the chunks before it: S_0 = 0, S_c+1 = prod_c S_c + local_c, for BLOCK
+        (direction, batch, channel, state) entries at once; the buffers are (entries, chunks)."""
+        entries = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = entries < total
+        h = tl.zeros([BLOCK], dtype=tl.float32)
+        for c in range(0, n_chunks):
+            tl.store(start_ptr + entries * n_chunks + c, h, mask=mask)
+            h = tl.load(prod_ptr + entries * n_chunks + c, mask=mask, other=0.0) * h \
+                + tl.load(local_ptr + entries * n_chunks + c, mask=mask, other=0.0)
 
     @triton.jit
     def _scan_bwd_seq_kernel(
@@ -529,11 +567,46 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
                   SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
                _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]))
-    block_d = _block_d(dim // groups, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS)
-    _scan_fwd_seq_kernel[(batch * dim // block_d, directions)](
-        u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt, *offsets,
-        batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, **common, num_warps=FWD_WARPS)
+    per_group = dim // groups
+    chunk_len = forward_chunk_length(batch, dim, directions, length)
+    args = (u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt)
+    if chunk_len >= length:
+        block_d = _block_d(per_group, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS)
+        _scan_fwd_seq_kernel[(batch * dim // block_d, 1, directions)](
+            *args, last, last, last, *offsets, batch, dim, length, per_group, groups, n_ckpt, length, 1,
+            BLOCK_D=block_d, PHASE=0, **common, num_warps=FWD_WARPS)
+    else:
+        block_d = _block_d(per_group, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS // 4)
+        n_chunks = -(-length // chunk_len)
+        buffers = [torch.empty((directions, batch, dim, state, n_chunks), device=u[0].device, dtype=torch.float32)
+                   for _ in range(3)]  # start states, chunk-local end states, products of A_bar
+        grid = (batch * dim // block_d, n_chunks, directions)
+        for phase in (1, 2):
+            _scan_fwd_seq_kernel[grid](
+                *args, *buffers, *offsets, batch, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
+                BLOCK_D=block_d, PHASE=phase, **common, num_warps=FWD_WARPS)
+            if phase == 1:
+                total = directions * batch * dim * state
+                _scan_fwd_combine_kernel[(triton.cdiv(total, 256),)](*buffers, total, n_chunks, BLOCK=256)
     return list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0))
+
+
+def forward_chunk_length(batch: int, dim: int, directions: int, length: int) -> int:
+    """Steps per chunk of the forward (``length``: not chunked). Chunked when the sequences give fewer than
+    FWD_PROGRAMS programs of FWD_BLOCK_D channels and the sequence holds at least two FWD_MIN_CHUNK chunks; the
+    chunks, multiples of CHECKPOINT_L (the backward's checkpoints are written inside them), then bring the programs
+    up to FWD_PROGRAMS."""
+    if FWD_CHUNK_L is not None:
+        if FWD_CHUNK_L <= 0 or FWD_CHUNK_L % CHECKPOINT_L:
+            raise ValueError(f'triton_scan.FWD_CHUNK_L must be a positive multiple of {CHECKPOINT_L}, got '
+                             f'{FWD_CHUNK_L}.')
+        return min(FWD_CHUNK_L, length)
+    sequences = batch * dim * directions // FWD_BLOCK_D
+    if sequences >= FWD_PROGRAMS or length < 2 * FWD_MIN_CHUNK:
+        return length
+    n_chunks = min(-(-FWD_PROGRAMS // max(sequences, 1)), length // FWD_MIN_CHUNK)
+    chunk = -(-length // n_chunks)
+    return -(-chunk // CHECKPOINT_L) * CHECKPOINT_L
 
 
 def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, saved, dlast_state):

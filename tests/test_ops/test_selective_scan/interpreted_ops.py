@@ -1,7 +1,8 @@
 """Run by test_compiled_op_cpu.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are
 defined): the custom ops and their autograd, driven through Triton's CPU interpreter. ``python interpreted_ops.py
 plumbing`` runs opcheck and the softplus checks (quick), ``methods`` every method at L = 70 (a minute or two: the
-interpreter takes ~10 ms a step). Prints one line per check and exits non-zero on the first failure."""
+interpreter takes ~10 ms a step), ``chunked`` the chunk-parallel forward. Prints one line per check and exits
+non-zero on the first failure."""
 import os
 import sys
 
@@ -100,6 +101,14 @@ if __name__ == '__main__':
         check_opcheck()
         check_softplus_tail('zoh', -30.0)
         check_softplus_tail('foh', -5.0)
+    if part in ('chunked', 'all'):
+        # the chunk-parallel forward (chunks of 32 steps: 32 + 32 + 6 at L = 70), the backward from its
+        # checkpoints; zoh, and highorder whose three earlier samples cross the chunk boundaries
+        from mmssm.ops.selective_scan import triton_scan
+        triton_scan.FWD_CHUNK_L = 32
+        for method, with_options in (('zoh', False), ('zoh', True), ('highorder', True)):
+            check_one_direction(method, with_options=with_options, state=5)
+        triton_scan.FWD_CHUNK_L = None
     if part in ('methods', 'all'):
         for index, method in enumerate(METHODS):
             check_one_direction(method, with_options=bool(index % 2), state=4 + index % 2)

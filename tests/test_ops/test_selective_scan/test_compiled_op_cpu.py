@@ -57,3 +57,31 @@ def test_every_method_through_the_triton_interpreter():
     gradient against the float64 loop, with and without D, z, delta_bias, softplus, groups and reverse."""
     stdout = _interpret('methods')
     assert stdout.count('ok ') == 6, stdout
+
+
+@needs_interpreter
+def test_chunk_parallel_forward_through_the_triton_interpreter():
+    """The chunk-parallel forward (32-step chunks at L = 70, the last one partial) and the backward from the
+    checkpoints it writes: zoh with and without options, and highorder, whose earlier samples cross the chunks'
+    boundaries; forward, last state and every gradient against the float64 loop."""
+    stdout = _interpret('chunked')
+    assert stdout.count('ok ') == 3, stdout
+
+
+@pytest.mark.skipif(_triton_version() is None, reason='triton is not installed')
+def test_forward_chunk_length_policy(monkeypatch):
+    from mmssm.ops.selective_scan import triton_scan as ts
+    # enough sequences, or too short to split: one chunk
+    assert ts.forward_chunk_length(128, 384, 2, 197) == 197
+    assert ts.forward_chunk_length(128, 384, 2, 4096) == 4096
+    assert ts.forward_chunk_length(1, 64, 1, 200) == 200
+    # few sequences, long: chunks of a multiple of CHECKPOINT_L, at least FWD_MIN_CHUNK, enough for the programs
+    for batch, dim, dirs, length in ((2, 384, 2, 16384), (8, 384, 2, 4096), (1, 64, 1, 1000)):
+        chunk = ts.forward_chunk_length(batch, dim, dirs, length)
+        assert chunk < length and chunk % ts.CHECKPOINT_L == 0 and chunk >= ts.FWD_MIN_CHUNK
+        sequences = batch * dim * dirs // ts.FWD_BLOCK_D
+        chunks = -(-length // chunk)
+        assert sequences * chunks >= ts.FWD_PROGRAMS or chunks >= length // ts.FWD_MIN_CHUNK - 1
+    monkeypatch.setattr(ts, 'FWD_CHUNK_L', 48)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        ts.forward_chunk_length(2, 384, 2, 16384)
