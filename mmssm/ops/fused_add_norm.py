@@ -193,6 +193,9 @@ def fused_add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weight: 
         raise RuntimeError(f'fused_add_norm runs on CUDA tensors with triton installed, got a {hidden.device} '
                            'tensor; use mmssm.ops.fused_add_norm.add_norm_reference (the torch composition) there.')
     cols = hidden.shape[-1]
+    if torch.float64 in (hidden.dtype, getattr(residual, 'dtype', None)):
+        raise ValueError('fused_add_norm computes in float32 and got float64 input; use add_norm_reference for '
+                         'float64.')
     if residual is not None and residual.shape != hidden.shape:
         raise ValueError(f'fused_add_norm: residual shape {tuple(residual.shape)} differs from hidden '
                          f'{tuple(hidden.shape)}.')

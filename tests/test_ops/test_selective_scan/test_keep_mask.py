@@ -9,6 +9,7 @@ import torch
 from mmssm.ops.selective_scan import METHODS, selective_scan, selective_scan_bidirectional, selective_scan_naive
 
 from .helpers import assert_all_close, float64_copies, make_inputs, outputs_and_grads
+from .test_compiled_op_cpu import needs_interpreter
 
 
 def random_mask(batch, length, keep=0.6, seed=0):
@@ -133,9 +134,9 @@ def test_gap_steps_equal_masked_full_length_scan(reverse):
 
 
 @pytest.mark.slow
+@needs_interpreter
 def test_masked_triton_kernel_through_interpreter():
     """The Triton backend's forward and backward with keep_mask, on CPU through Triton's interpreter."""
-    pytest.importorskip('triton')
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=os.path.dirname(root) + os.pathsep
