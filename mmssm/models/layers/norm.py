@@ -8,7 +8,7 @@ from mmssm.registry import MODELS
 class RMSNorm(nn.Module):
     """Root-mean-square layer norm over the last dimension, as in Mamba, Vim and MambaVision.
 
-    Unlike ``torch.nn.RMSNorm``, the statistics are always taken in float32 and the result is cast back to the
+    Unlike ``torch.nn.RMSNorm``, the statistics are taken in at least float32 and the result is cast back to the
     input dtype: in bf16/fp16 the mean of squares over hundreds of channels loses too much precision, and the
     original Mamba blocks (whose weights mmssm loads) normalize in float32.
 
@@ -40,10 +40,11 @@ class RMSNorm(nn.Module):
             raise ValueError(
                 f'RMSNorm: expected the last dimension to be num_features={self.num_features}, '
                 f'got input of shape {tuple(x.shape)}.')
-        x_float = x.float()
+        compute = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64 (reference runs)
+        x_float = x.to(compute)
         out = x_float * torch.rsqrt(x_float.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.weight is not None:
-            out = out * self.weight.float()
+            out = out * self.weight.to(compute)
         return out.to(x.dtype)
 
     def extra_repr(self) -> str:

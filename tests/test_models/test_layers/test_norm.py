@@ -51,3 +51,16 @@ def test_rms_norm_rejects_bad_arguments(kwargs, message):
 def test_rms_norm_rejects_wrong_width():
     with pytest.raises(ValueError, match=r'num_features=8, got input of shape \(2, 9\)'):
         RMSNorm(8)(torch.randn(2, 9))
+
+
+def test_rms_norm_keeps_float64():
+    """float64 input is normalized in float64 (float32 statistics broke the float64 CPU-vs-CUDA parity checks by
+    their device-dependent rounding); lower precisions take float32 statistics."""
+    norm = RMSNorm(7).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1e3
+    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
+    torch.testing.assert_close(norm(x), expected, rtol=1e-15, atol=0)
+    half = RMSNorm(7)(x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
