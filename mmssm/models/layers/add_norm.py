@@ -8,10 +8,8 @@ from mmssm.ops import fused_add_norm as _fused
 from .norm import RMSNorm
 
 
-def fused_add_norm_available(tensor: torch.Tensor | None = None) -> bool:
-    """Whether the fused kernel can run (on ``tensor``'s device, or on some CUDA device)."""
-    if tensor is not None:
-        return _fused.is_available(tensor)
+def fused_add_norm_available() -> bool:
+    """Whether the fused kernel can run on this machine's CUDA device."""
     return _fused.triton is not None and torch.cuda.is_available()
 
 
@@ -30,9 +28,8 @@ def add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, norm: nn.Modul
         (normed in the norm weight's dtype, new residual)
     """
     # the kernel computes in float32: float64 (the reference runs) stays on the torch path
-    if fused and hidden.dtype != torch.float64 and isinstance(norm, (RMSNorm, nn.LayerNorm)) \
-            and _fused.is_available(hidden) \
-            and (isinstance(norm, RMSNorm) or len(norm.normalized_shape) == 1):
+    one_dim = isinstance(norm, RMSNorm) or (isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1)
+    if fused and one_dim and hidden.dtype != torch.float64 and _fused.is_available(hidden):
         return _fused.fused_add_norm(hidden, residual, norm.weight, getattr(norm, 'bias', None), eps=norm.eps,
                                      is_rms=isinstance(norm, RMSNorm), residual_in_fp32=residual_in_fp32)
     residual = hidden if residual is None else residual + hidden

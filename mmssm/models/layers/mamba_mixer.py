@@ -9,14 +9,11 @@ from mmssm.ops.selective_scan import METHODS, selective_scan, selective_scan_bid
 from mmssm.registry import MODELS
 
 from .inverted_residual import CausalInvertedResidual1d
+from .precision import at_least_fp32
 from .se import TokenSqueezeExcitation
 
 CONV_TYPES = ('conv', 'inverted_residual')
 
-
-def _at_least_fp32(tensor):
-    """SSM parameters go to the scan in float32 (as Mamba's ``.float()``), or float64 in a float64 model."""
-    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 @MODELS.register_module()
@@ -134,9 +131,9 @@ class MambaMixer(nn.Module):
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt_proj = getattr(self, f'dt_proj{suffix}')
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
-        A = -torch.exp(_at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
+        A = -torch.exp(at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
         return dict(u=x, delta=delta.to(x.dtype), A=A, B=B.transpose(1, 2), C=C.transpose(1, 2),
-                    D=_at_least_fp32(getattr(self, f'D{suffix}')), delta_bias=_at_least_fp32(dt_proj.bias))
+                    D=at_least_fp32(getattr(self, f'D{suffix}')), delta_bias=at_least_fp32(dt_proj.bias))
 
     def forward(self, hidden_states: torch.Tensor, gap_steps: tuple | None = None,
                 keep_mask: torch.Tensor | None = None, direction_gate: torch.Tensor | None = None) -> torch.Tensor:

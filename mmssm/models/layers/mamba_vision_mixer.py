@@ -6,12 +6,8 @@ from torch import nn
 from mmssm.ops.selective_scan import METHODS, selective_scan
 from mmssm.registry import MODELS
 
+from .precision import at_least_fp32
 from .split_conv_mixer import SplitConvMixer
-
-
-def _at_least_fp32(tensor):
-    """SSM parameters go to the scan in float32 (the official ``.float()``), or float64 in a float64 model."""
-    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 @MODELS.register_module()
@@ -87,8 +83,8 @@ class MambaVisionMixer(SplitConvMixer):
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)
         return selective_scan(
-            x, delta.to(x.dtype), -torch.exp(_at_least_fp32(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
-            D=_at_least_fp32(self.D), z=None, delta_bias=_at_least_fp32(self.dt_proj.bias), delta_softplus=True,
+            x, delta.to(x.dtype), -torch.exp(at_least_fp32(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
+            D=at_least_fp32(self.D), z=None, delta_bias=at_least_fp32(self.dt_proj.bias), delta_softplus=True,
             discretization=self.discretization, backend=self.scan_backend)
 
     def extra_repr(self) -> str:

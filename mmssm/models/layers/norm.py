@@ -3,6 +3,8 @@ from torch import nn
 
 from mmssm.registry import MODELS
 
+from .precision import at_least_fp32
+
 
 @MODELS.register_module()
 class RMSNorm(nn.Module):
@@ -40,11 +42,10 @@ class RMSNorm(nn.Module):
             raise ValueError(
                 f'RMSNorm: expected the last dimension to be num_features={self.num_features}, '
                 f'got input of shape {tuple(x.shape)}.')
-        compute = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64 (reference runs)
-        x_float = x.to(compute)
+        x_float = at_least_fp32(x)
         out = x_float * torch.rsqrt(x_float.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.weight is not None:
-            out = out * self.weight.to(compute)
+            out = out * self.weight.to(x_float.dtype)
         return out.to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -1,6 +1,8 @@
 import torch
 import torch.nn.functional as F
 
+from .precision import at_least_fp32
+
 
 def resize_pos_embed(pos_embed: torch.Tensor, src_grid: tuple, dst_grid: tuple, cls_index: int | None = None,
                      mode: str = 'bicubic') -> torch.Tensor:
@@ -33,9 +35,8 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid: tuple, dst_grid: tuple, 
     if src_grid != dst_grid:
         channels = grid_embed.shape[-1]
         grid_embed = grid_embed.reshape(1, *src_grid, channels).permute(0, 3, 1, 2)
-        # at least float32 (bicubic in half precision loses the table), float64 kept for the reference runs
-        compute = torch.promote_types(grid_embed.dtype, torch.float32)
-        grid_embed = F.interpolate(grid_embed.to(compute), size=dst_grid, mode=mode, align_corners=False)
+        # bicubic in half precision loses the table
+        grid_embed = F.interpolate(at_least_fp32(grid_embed), size=dst_grid, mode=mode, align_corners=False)
         grid_embed = grid_embed.to(pos_embed.dtype).flatten(2).transpose(1, 2)
     if cls_index is None:
         return grid_embed

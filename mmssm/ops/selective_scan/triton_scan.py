@@ -581,13 +581,13 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
         buffers = [torch.empty((directions, batch, dim, state, n_chunks), device=u[0].device, dtype=torch.float32)
                    for _ in range(3)]  # start states, chunk-local end states, products of A_bar
         grid = (batch * dim // block_d, n_chunks, directions)
-        for phase in (1, 2):
-            _scan_fwd_seq_kernel[grid](
-                *args, *buffers, *offsets, batch, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
-                BLOCK_D=block_d, PHASE=phase, **common, num_warps=FWD_WARPS)
-            if phase == 1:
-                total = directions * batch * dim * state
-                _scan_fwd_combine_kernel[(triton.cdiv(total, 256),)](*buffers, total, n_chunks, BLOCK=256)
+        scalars = (batch, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks)
+        _scan_fwd_seq_kernel[grid](*args, *buffers, *offsets, *scalars, BLOCK_D=block_d, PHASE=1, **common,
+                                   num_warps=FWD_WARPS)
+        total = directions * batch * dim * state
+        _scan_fwd_combine_kernel[(triton.cdiv(total, 256),)](*buffers, total, n_chunks, BLOCK=256)
+        _scan_fwd_seq_kernel[grid](*args, *buffers, *offsets, *scalars, BLOCK_D=block_d, PHASE=2, **common,
+                                   num_warps=FWD_WARPS)
     return list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0))
 
 
