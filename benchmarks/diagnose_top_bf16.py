@@ -1,10 +1,13 @@
-"""Why ToPPlainMamba's bf16 autocast output differs from float32 on a GPU (test_variants_gpu.py): the relative
-error with pruning on (as the test), with keep_ratio 1 (no pruning), and with the torch scan backend.
+"""Why ToPPlainMamba's bf16 autocast output differs from float32 on a GPU (test_variants_gpu.py).
+
+Replays the test (train-mode forward + backward, then eval float32 vs bf16) and reports, per model: the relative
+error, whether bf16 kept the same tokens as float32, and the error when bf16 is made to keep float32's tokens
+(so a flip of the discrete top-k selection is told apart from a numerical error of the kernels).
 
     python benchmarks/diagnose_top_bf16.py
 """
+import contextlib
 import copy
-import os
 import sys
 
 import torch
@@ -13,28 +16,59 @@ sys.path.insert(0, '.')
 sys.path.insert(0, 'tests/test_models/test_backbones')
 
 
-def error(cfg, backend='auto'):
+@contextlib.contextmanager
+def selections(record=None, replay=None):
+    """Record the kept indices of every ToP selection into ``record``, or replay them from ``replay``."""
+    from mmssm.models.token_pruning import top, top_plain_mamba
+    original = top.select_tokens
+    calls = iter(replay or ())
+
+    def select(*args, **kwargs):
+        keep = next(calls) if replay is not None else original(*args, **kwargs)
+        if record is not None:
+            record.append(keep.clone())
+        return keep
+
+    top.select_tokens = top_plain_mamba.select_tokens = select
+    try:
+        yield
+    finally:
+        top.select_tokens = top_plain_mamba.select_tokens = original
+
+
+def error(reference, low):
+    return max(((b.float() - a).norm() / a.norm()).item() for a, b in zip(reference, low))
+
+
+def diagnose(name, cfg, device='cuda'):
     import mmssm.models  # noqa: F401
     from mmssm.registry import MODELS
-    os.environ['MMSSM_SCAN_BACKEND'] = backend
+    from test_variants_gpu import SIZE
     torch.manual_seed(0)
-    model = MODELS.build(copy.deepcopy(cfg)).cuda().eval()
-    images = torch.randn(2, 3, 70, 90, device='cuda')
+    model = MODELS.build(copy.deepcopy(cfg)).to(device).train()
+    images = torch.randn(2, 3, *SIZE, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):  # the test's train step (updates BN running statistics)
+        sum(o.float().square().mean() for o in model(images)).backward()
+    model.eval()
+    fp32, bf16 = [], []
     with torch.no_grad():
-        reference = model(images)
-        with torch.autocast('cuda', dtype=torch.bfloat16):
+        with selections(record=fp32):
+            reference = model(images)
+        with selections(record=bf16), torch.autocast(device, dtype=torch.bfloat16):
             low = model(images)
-    return max(((b.float() - a).norm() / a.norm()).item() for a, b in zip(reference, low))
+        with selections(replay=fp32), torch.autocast(device, dtype=torch.bfloat16):
+            forced = model(images)
+    same = all(torch.equal(a, b) for a, b in zip(fp32, bf16))
+    differ = sum(int((a != b).any(dim=1).sum()) for a, b in zip(fp32, bf16))
+    print(f'{name:16s} {device}: bf16 vs fp32 {error(reference, low):.4f}; same kept tokens: {same} '
+          f'({differ} sample-selections differ); bf16 with fp32 tokens {error(reference, forced):.4f}', flush=True)
 
 
 def main():
     from test_variants_gpu import CASES
-    cfg = CASES['top_plainmamba']
-    unpruned = dict(cfg, token_pruning=dict(cfg['token_pruning'], keep_ratio=1.0))
-    for label, c, backend in (('top_plainmamba', cfg, 'auto'), ('keep_ratio=1', unpruned, 'auto'),
-                              ('torch backend', cfg, 'torch'), ('triton backend', cfg, 'triton'),
-                              ('top_vim', CASES['top_vim'], 'auto')):
-        print(f'{label:16s} bf16 vs fp32 relative error {error(c, backend):.4f}', flush=True)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    for name in ('top_plainmamba', 'top_vim'):
+        diagnose(name, CASES[name], device)
 
 
 if __name__ == '__main__':

@@ -2,14 +2,14 @@
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
-# Steps: build tests scantests dyvm prune token scan vim (default: all, in that order).
+# Steps: build tests diagnose scantests dyvm prune token scan vim (default: all, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
 OUT=${OUT:-/tmp/mmssm_gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-steps=${*:-build tests scantests dyvm prune token scan vim}
+steps=${*:-build tests diagnose scantests dyvm prune token scan vim}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 run() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
@@ -24,6 +24,7 @@ for step in $steps; do
     tests) run tests 300 python -m pytest -p no:cacheprovider -q -rs -m "gpu or not gpu" \
              tests/test_models/test_backbones/test_variants_gpu.py tests/test_ops/test_selective_scan/test_keep_mask.py \
              tests/test_ops/test_fused.py ;;
+    diagnose) run diagnose 120 python benchmarks/diagnose_top_bf16.py ;;
     scantests) run scantests 420 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" -k triton \
                  tests/test_ops/test_selective_scan/test_gpu_backends.py ;;
     dyvm) run dyvm 200 python benchmarks/dyvm_gpu.py ;;
@@ -35,6 +36,6 @@ for step in $steps; do
             --repeats 5 --rounds 3 --sdist-dir .kit/sdist --json "$OUT/scan_gpu.json" ;;
     vim) run vim 240 python benchmarks/vim_gpu.py --models vim_t,vim_t_unfused,deit_t,vim_s,vim_s_unfused,deit_s \
            --sizes 224:128,1248:8 --max-seconds 3 --json "$OUT/vim_gpu.json" ;;
-    *) echo "unknown step $step (build tests scantests dyvm prune token scan vim)"; exit 2 ;;
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim)"; exit 2 ;;
   esac
 done
