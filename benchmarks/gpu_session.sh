@@ -23,7 +23,7 @@ for step in $steps; do
     build) run build 200 python -m mmssm.ops.selective_scan.cuda_scan --build --quiet ;;
     tests) run tests 300 python -m pytest -p no:cacheprovider -q -rs -m "gpu or not gpu" \
              tests/test_models/test_backbones/test_variants_gpu.py tests/test_ops/test_selective_scan/test_keep_mask.py \
-             tests/test_ops/test_fused.py ;;
+             tests/test_ops/test_fused.py tests/test_models/test_layers/test_mamba_mixer_channels_last.py ;;
     diagnose) run diagnose 120 python benchmarks/diagnose_top_bf16.py ;;
     scantests) run scantests 420 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" -k triton \
                  tests/test_ops/test_selective_scan/test_gpu_backends.py ;;
@@ -34,7 +34,7 @@ for step in $steps; do
              --json "$OUT/token_pruning_pm.json" ;;
     scan) run scan 300 python benchmarks/scan_gpu.py --backends cuda triton triton-seq --methods zoh --dtypes bf16 \
             --repeats 5 --rounds 3 --sdist-dir .kit/sdist --json "$OUT/scan_gpu.json" ;;
-    vim) run vim 240 python benchmarks/vim_gpu.py --models vim_t,vim_t_unfused,deit_t,vim_s,vim_s_unfused,deit_s \
+    vim) run vim 240 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
            --sizes 224:128,1248:8 --max-seconds 3 --json "$OUT/vim_gpu.json" ;;
     *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim)"; exit 2 ;;
   esac

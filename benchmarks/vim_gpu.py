@@ -6,6 +6,8 @@ Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference
   vim_t_mamba / vim_s_mamba  the same models (same weights) with mamba-ssm's selective-scan and causal-conv1d
                           CUDA kernels, built from their sdists (benchmarks/mamba_kernels.py) and called as the
                           original Vim calls them (backward direction by flipping)
+  vim_t_triton / vim_s_triton  mmssm's model with scan_backend='triton': the mixers' channels-last path (the
+                          conv and scan kernels read the matmuls' layouts; no transposes or copies)
   vim_t_unfused / vim_s_unfused  mmssm's model with the residual add + RMSNorm in torch (fused_add_norm=False),
                           to measure the fused Triton add + norm kernel
   deit_t / deit_s         timm DeiT with fused scaled-dot-product attention
@@ -47,14 +49,15 @@ class Classifier(nn.Module):
 
 def vim_base(name):
     """The model a Vim entry builds (its weights and outputs are shared by all its variants)."""
-    return name.replace('_mamba', '').replace('_unfused', '')
+    return name.replace('_mamba', '').replace('_unfused', '').replace('_triton', '')
 
 
 def build_vim(name, size):
     from mmssm.models import Vim
     torch.manual_seed(0)
     backbone = Vim(VIM_ARCHS[vim_base(name)], img_size=size, patch_size=16,
-                   fused_add_norm=not name.endswith('_unfused'))
+                   fused_add_norm=not name.endswith('_unfused'),
+                   mixer_cfg=dict(scan_backend='triton') if name.endswith('_triton') else None)
     backbone.init_weights()
     return Classifier(backbone)
 

@@ -1,11 +1,12 @@
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmssm.ops.causal_conv1d import causal_conv1d
-from mmssm.ops.selective_scan import METHODS, selective_scan, selective_scan_bidirectional
+from mmssm.ops.causal_conv1d import causal_conv1d, causal_conv1d_channels_last, channels_last_available
+from mmssm.ops.selective_scan import METHODS, available_backends, selective_scan, selective_scan_bidirectional
 from mmssm.registry import MODELS
 
 from .inverted_residual import CausalInvertedResidual1d
@@ -158,6 +159,9 @@ class MambaMixer(nn.Module):
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.embed_dims:
             raise ValueError(
                 f'MambaMixer: expected input of shape (batch, L, {self.embed_dims}), got {tuple(hidden_states.shape)}.')
+        if keep_mask is None and direction_gate is None and gap_steps is None \
+                and self._channels_last_path(hidden_states):
+            return self.out_proj(self._channels_last_scan(hidden_states))
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)
         if keep_mask is None and direction_gate is None:
@@ -167,6 +171,50 @@ class MambaMixer(nn.Module):
         if self.se is not None:
             y = self.se(y)
         return self.out_proj(y.transpose(1, 2))
+
+    def _channels_last_path(self, hidden_states) -> bool:
+        """Whether the dense forward runs channels-last (:meth:`_channels_last_scan`): on the Triton backend (asked
+        for, or first of the device's backends under 'auto'), with the plain conv and no SE."""
+        if self.conv_type != 'conv' or self.se is not None or hidden_states.dtype == torch.float64 \
+                or not channels_last_available(hidden_states):
+            return False
+        backend = self.scan_backend
+        if backend == 'auto':
+            backend = os.environ.get('MMSSM_SCAN_BACKEND') or 'auto'
+        if backend == 'auto':
+            backend = available_backends(hidden_states.device)[0]
+        return backend == 'triton'
+
+    def _channels_last_scan(self, hidden_states):
+        """The dense mixer before out_proj without layout copies: every tensor stays in the (batch, L, channels)
+        layout the matmuls produce. Both short convolutions (+ SiLU) in one Triton kernel reading the x half of the
+        in_proj output; x_proj and dt_proj on their outputs; both scans in one launch reading u, delta, B, C and the
+        z half in place and writing channels-last. Same function as the transposing path. -> (batch, L, d_inner)."""
+        d_inner, rank, state = self.d_inner, self.dt_rank, self.d_state
+        xz = self.in_proj(hidden_states)  # (batch, L, 2 * d_inner)
+        x, z = xz[..., :d_inner], xz[..., d_inner:].transpose(1, 2)
+        suffixes = ('', '_b') if self.bidirectional else ('',)
+        convs = [getattr(self, f'conv1d{suffix}') for suffix in suffixes]
+        us = causal_conv1d_channels_last(x, [c.weight for c in convs], [c.bias for c in convs],
+                                         [suffix == '_b' for suffix in suffixes], activation='silu')
+        args = []
+        for u, suffix in zip(us.unbind(0), suffixes):
+            dt, B, C = getattr(self, f'x_proj{suffix}')(u).split([rank, state, state], dim=-1)
+            dt_proj = getattr(self, f'dt_proj{suffix}')
+            delta = F.linear(dt, dt_proj.weight)  # (batch, L, d_inner)
+            A = -torch.exp(at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
+            args.append(dict(u=u.transpose(1, 2), delta=delta.to(u.dtype).transpose(1, 2), A=A, B=B.transpose(1, 2),
+                             C=C.transpose(1, 2), D=at_least_fp32(getattr(self, f'D{suffix}')),
+                             delta_bias=at_least_fp32(dt_proj.bias)))
+        common = dict(delta_softplus=True, discretization=self.discretization, backend='triton')
+        if self.bidirectional:
+            y_f, y_b = selective_scan_bidirectional(**{k: (args[0][k], args[1][k]) for k in args[0]}, z=z, **common)
+            y = y_f + y_b
+            if self.divide_out:
+                y = y * 0.5
+        else:
+            y = selective_scan(**args[0], z=z, **common)
+        return y.transpose(1, 2)
 
     def _dense_scan(self, x, z, gap_steps):
         forward_args = self._direction(x, z, '', reverse=False)

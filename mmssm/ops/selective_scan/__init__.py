@@ -28,7 +28,9 @@ def available_backends(device) -> list:
     Triton, then torch; elsewhere torch."""
     device = torch.device(device)
     if device.type != 'cuda':
-        return ['torch']
+        from . import triton_scan
+        # under TRITON_INTERPRET=1 (kernel tests without a GPU) Triton runs on CPU tensors, when asked for
+        return ['torch', 'triton'] if triton_scan._interpreting() and device.type == 'cpu' else ['torch']
     backends = []
     if _extension_available():
         backends.append('cuda')
@@ -178,8 +180,9 @@ def _selective_scan_torch_fp32(u, delta, A, B, C, D, z, delta_bias, delta_softpl
     return y.to(u.dtype).contiguous(), last_state
 
 
-def _compiled_arguments(u, delta, A, B, C, D, delta_bias):
-    """The contiguous per-direction tensors of the GPU backends; absent D and delta_bias become zeros."""
+def _compiled_arguments(u, delta, A, B, C, D, delta_bias, backend):
+    """The per-direction tensors of the GPU backends; absent D and delta_bias become zeros. The CUDA extension
+    takes contiguous tensors; Triton reads any strides (a model's channels-last activations without a copy)."""
     dim = u.shape[1]
     B = B if B.dim() == 4 else B.unsqueeze(1)
     C = C if C.dim() == 4 else C.unsqueeze(1)
@@ -188,8 +191,14 @@ def _compiled_arguments(u, delta, A, B, C, D, delta_bias):
         zeros = u.new_zeros(dim, dtype=torch.float32)
     D = zeros if D is None else D.float()
     delta_bias = zeros if delta_bias is None else delta_bias.float()
+    if backend == 'triton':
+        return u, delta, A.float().contiguous(), B, C, D.contiguous(), delta_bias.contiguous()
     return (u.contiguous(), delta.contiguous(), A.float().contiguous(), B.contiguous(), C.contiguous(),
             D.contiguous(), delta_bias.contiguous())
+
+
+def _gate(z, backend):
+    return z if backend == 'triton' else z.contiguous()
 
 
 def check_keep_mask(keep_mask, u):
@@ -325,8 +334,8 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
                                               reverse, chunk_size)
     else:
         from .compiled import scan
-        arguments = [[t] for t in _compiled_arguments(u, delta, A, B, C, D, delta_bias)]
-        out, last = scan(backend, *arguments, [z.contiguous()] if z is not None else [], bool(delta_softplus),
+        arguments = [[t] for t in _compiled_arguments(u, delta, A, B, C, D, delta_bias, backend)]
+        out, last = scan(backend, *arguments, [_gate(z, backend)] if z is not None else [], bool(delta_softplus),
                          discretization, [bool(reverse)])
         y, last_state = out[0], last[0]
     return (y, last_state) if return_last_state else y
@@ -403,9 +412,9 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
             and gap_steps is None:
         # both directions in one launch
         from .compiled import scan
-        arguments = [_compiled_arguments(*[pair[d] for pair in pairs]) for d in (0, 1)]
+        arguments = [_compiled_arguments(*[pair[d] for pair in pairs], chosen[0]) for d in (0, 1)]
         lists = [[arguments[0][i], arguments[1][i]] for i in range(7)]
-        zs = [t.contiguous() for t in z_pair] if z_pair[0] is not None else []
+        zs = [_gate(t, chosen[0]) for t in z_pair] if z_pair[0] is not None else []
         out, last = scan(chosen[0], *lists, zs, bool(delta_softplus), discretization, [False, True])
         outputs, lasts = (out[0], out[1]), (last[0], last[1])
         return (outputs, lasts) if return_last_state else outputs

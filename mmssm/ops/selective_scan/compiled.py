@@ -20,14 +20,22 @@ def backend_module(backend: str):
 
 def _stacked(tensors: list) -> Tensor:
     """The (directions, ...) tensor of a backend's per-direction outputs, without a copy when they are already
-    the slices of one."""
+    the consecutive slices of one buffer (in any layout)."""
+    first = tensors[0]
     if len(tensors) == 1:
-        return tensors[0].unsqueeze(0)
-    base = tensors[0]._base
-    if (base is not None and all(t._base is base for t in tensors) and base.shape[0] == len(tensors)
-            and all(t.data_ptr() == base[i].data_ptr() for i, t in enumerate(tensors))):
-        return base
+        return first.unsqueeze(0)
+    step = first.numel()
+    if all(t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr() and t.shape == first.shape
+           and t.stride() == first.stride() and t.storage_offset() == first.storage_offset() + i * step
+           for i, t in enumerate(tensors)):
+        return first.as_strided((len(tensors),) + tuple(first.shape), (step,) + tuple(first.stride()))
     return torch.stack(tensors)
+
+
+def _rows_like(u: Tensor, directions: int, dtype=None) -> Tensor:
+    """An empty (directions, batch, dim, L) tensor in u's layout, as the backends allocate their outputs."""
+    from .triton_scan import channels_last, new_rows
+    return new_rows(directions, *u.shape, channels_last(u), device=u.device, dtype=dtype or u.dtype)
 
 
 def _saved_shape(backend, u, A, save):
@@ -48,9 +56,9 @@ def selective_scan_fwd(u: list[Tensor], delta: list[Tensor], A: list[Tensor], B:
 @selective_scan_fwd.register_fake
 def _(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, save):
     directions = len(u)
-    batch, dim, length = u[0].shape
     state = A[0].shape[1]
-    out = u[0].new_empty((directions, batch, dim, length))
+    batch, dim, _ = u[0].shape
+    out = _rows_like(u[0], directions)
     last = u[0].new_empty((directions, batch, dim, state), dtype=torch.float32)
     saved = u[0].new_empty((directions,) + tuple(_saved_shape(backend, u[0], A[0], save)), dtype=torch.float32)
     return out, last, saved
@@ -75,10 +83,10 @@ def _(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, back
     def like(tensor, dtype=None):
         return tensor.new_empty((directions,) + tuple(tensor.shape), dtype=dtype or tensor.dtype)
 
-    grads = [like(u[0]), like(delta[0]), like(A[0], torch.float32), like(B[0]), like(C[0]),
-             like(D[0], torch.float32), like(delta_bias[0], torch.float32)]
+    grads = [_rows_like(u[0], directions), _rows_like(u[0], directions, delta[0].dtype), like(A[0], torch.float32),
+             like(B[0]), like(C[0]), like(D[0], torch.float32), like(delta_bias[0], torch.float32)]
     if len(z):
-        grads.append(like(z[0]))
+        grads.append(_rows_like(u[0], directions, z[0].dtype))
     return grads
 
 
@@ -95,7 +103,7 @@ def _backward(ctx, dout, dlast, dsaved):
     lists = [list(saved[i * n:(i + 1) * n]) for i in range(7)]
     z = list(saved[7 * n:8 * n]) if ctx.has_z else []
     softplus, method, reverse, backend = ctx.options
-    grads = selective_scan_bwd(dout.contiguous(), *lists, z, softplus, method, reverse, backend, saved[-1],
+    grads = selective_scan_bwd(dout, *lists, z, softplus, method, reverse, backend, saved[-1],
                                dlast.contiguous() if dlast is not None else None)
     per_input = [list(g.unbind(0)) for g in grads]
     # cast each gradient to its input's dtype (the backends accumulate some in float32)

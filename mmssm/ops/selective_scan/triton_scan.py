@@ -202,11 +202,12 @@ if triton is not None:
         return tl.where(reverse != 0, length - 1 - p, p)
 
     @triton.jit
-    def _taps(u_rows, B_states, state_mask, t, length, reverse, K: tl.constexpr):
-        """u and B at steps t, t-1, .., t-K of the scan (clamped at its start); the unused ones repeat step t."""
+    def _taps(u_rows, B_states, state_mask, t, length, reverse, u_sl, bc_sl, K: tl.constexpr):
+        """u and B at steps t, t-1, .., t-K of the scan (clamped at its start); the unused ones repeat step t.
+        u_sl, bc_sl: the time strides of u and B."""
         pos = _position(t, length, reverse)
-        u0 = tl.load(u_rows + pos).to(tl.float32)
-        B0 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
+        u0 = tl.load(u_rows + pos * u_sl).to(tl.float32)
+        B0 = tl.load(B_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
         u1 = u0
         u2 = u0
         u3 = u0
@@ -215,16 +216,16 @@ if triton is not None:
         B3 = B0
         if K >= 1:
             pos = _position(t - 1, length, reverse)
-            u1 = tl.load(u_rows + pos).to(tl.float32)
-            B1 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
+            u1 = tl.load(u_rows + pos * u_sl).to(tl.float32)
+            B1 = tl.load(B_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
         if K >= 2:
             pos = _position(t - 2, length, reverse)
-            u2 = tl.load(u_rows + pos).to(tl.float32)
-            B2 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
+            u2 = tl.load(u_rows + pos * u_sl).to(tl.float32)
+            B2 = tl.load(B_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
         if K >= 3:
             pos = _position(t - 3, length, reverse)
-            u3 = tl.load(u_rows + pos).to(tl.float32)
-            B3 = tl.load(B_states + pos, mask=state_mask, other=0.0).to(tl.float32)
+            u3 = tl.load(u_rows + pos * u_sl).to(tl.float32)
+            B3 = tl.load(B_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
         return u0, u1, u2, u3, B0, B1, B2, B3
 
     @triton.jit
@@ -240,6 +241,7 @@ if triton is not None:
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
             start_ptr, local_ptr, prod_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
+            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl,
             batch_size, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -265,12 +267,12 @@ if triton is not None:
         states = tl.arange(0, N_PAD)
         state_mask = states < N
         rows = batch * dim + channels
-        seq = rows * length
+        seq = batch * x_sb + channels * x_sd  # u, delta and out share a layout (x_s*: batch, channel, time)
         u_rows = u_ptr + direction * u_off + seq
         delta_rows = delta_ptr + direction * delta_off + seq
-        z_rows = z_ptr + direction * z_off + seq
+        z_rows = z_ptr + direction * z_off + batch * z_sb + channels * z_sd
         out_rows = out_ptr + direction * rows_total * length + seq
-        bc_row = (batch * groups + group) * N * length + states * length
+        bc_row = batch * bc_sb + group * bc_sg + states * bc_sn
         B_states = B_ptr + direction * B_off + bc_row
         C_states = C_ptr + direction * C_off + bc_row
         mask2 = (channels[:, None] < dim) & state_mask[None, :]
@@ -290,8 +292,9 @@ if triton is not None:
         for t in range(t_begin, t_end):
             pos = start + step * t
             # the k earlier samples are re-read (cache hits), clamped at the sequence start
-            u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
-            dt = tl.load(delta_rows + pos).to(tl.float32) + bias
+            u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, x_sl, bc_sl,
+                                                   K)
+            dt = tl.load(delta_rows + pos * x_sl).to(tl.float32) + bias
             if SOFTPLUS:
                 dt = _softplus(dt)
             x = A * dt[:, None]
@@ -307,12 +310,12 @@ if triton is not None:
             if PHASE == 1:
                 prod = prod * a_bar
             else:
-                Ct = tl.load(C_states + pos, mask=state_mask, other=0.0).to(tl.float32)
+                Ct = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
                 y = tl.sum(h * Ct[None, :], axis=1) + D * u0
                 if HAS_Z:
-                    zv = tl.load(z_rows + pos).to(tl.float32)
+                    zv = tl.load(z_rows + pos * z_sl).to(tl.float32)
                     y = y * zv * tl.sigmoid(zv)
-                tl.store(out_rows + pos, y.to(out_ptr.dtype.element_ty))
+                tl.store(out_rows + pos * x_sl, y.to(out_ptr.dtype.element_ty))
                 if SAVE:
                     index = t // CKPT_L
                     if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
@@ -341,6 +344,7 @@ if triton is not None:
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
             scratch_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, dout_off, reverse0, reverse1,
+            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl, g_sb, g_sd, g_sl,
             batch_size, dim, length, per_group, groups, n_ckpt,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -363,13 +367,13 @@ if triton is not None:
         states = tl.arange(0, N_PAD)
         state_mask = states < N
         rows = batch * dim + channels
-        seq = rows * length
+        seq = batch * x_sb + channels * x_sd  # u, delta, du, ddelta and dz share a layout
         u_rows = u_ptr + direction * u_off + seq
         delta_rows = delta_ptr + direction * delta_off + seq
-        z_rows = z_ptr + direction * z_off + seq
-        dout_rows = dout_ptr + direction * dout_off + seq
+        z_rows = z_ptr + direction * z_off + batch * z_sb + channels * z_sd
+        dout_rows = dout_ptr + direction * dout_off + batch * g_sb + channels * g_sd
         grad_rows = direction * rows_total * length + seq
-        bc_row = (batch * groups + group) * N * length + states * length
+        bc_row = batch * bc_sb + group * bc_sg + states * bc_sn
         B_states = B_ptr + direction * B_off + bc_row
         C_states = C_ptr + direction * C_off + bc_row
         grad_bc = ((direction * batch_size + batch) * groups + group) * N * length + states * length
@@ -409,8 +413,9 @@ if triton is not None:
             tl.debug_barrier()
             for t in range(t0, t1):
                 pos = _position(t, length, reverse)
-                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
-                dt = tl.load(delta_rows + pos).to(tl.float32) + bias
+                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, x_sl,
+                                                       bc_sl, K)
+                dt = tl.load(delta_rows + pos * x_sl).to(tl.float32) + bias
                 if SOFTPLUS:
                     dt = _softplus(dt)
                 a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
@@ -429,24 +434,25 @@ if triton is not None:
             for tt in range(t0, t1):
                 t = t1 - 1 - (tt - t0)
                 pos = _position(t, length, reverse)
-                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, K)
+                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, x_sl,
+                                                       bc_sl, K)
                 h_prev = h_start
                 if t > t0:
                     h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
-                raw = tl.load(delta_rows + pos).to(tl.float32) + bias
+                raw = tl.load(delta_rows + pos * x_sl).to(tl.float32) + bias
                 dt = raw
                 if SOFTPLUS:
                     dt = _softplus(raw)
                 a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(A * dt[:, None], METHOD, True)
-                Ct = tl.load(C_states + pos, mask=state_mask, other=0.0).to(tl.float32)
-                dout = tl.load(dout_rows + pos).to(tl.float32)
+                Ct = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+                dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
                 if HAS_Z:
-                    zv = tl.load(z_rows + pos).to(tl.float32)
+                    zv = tl.load(z_rows + pos * z_sl).to(tl.float32)
                     y = tl.sum(h_t * Ct[None, :], axis=1) + D * u0
                     sig = tl.sigmoid(zv)
                     dy = dout * zv * sig
                     dz = dout * y * sig * (1.0 + zv * (1.0 - sig))
-                    tl.store(dz_ptr + grad_rows + pos, dz.to(dz_ptr.dtype.element_ty))
+                    tl.store(dz_ptr + grad_rows + pos * x_sl, dz.to(dz_ptr.dtype.element_ty))
                 else:
                     dy = dout
                 dD_acc += dy * u0
@@ -495,8 +501,8 @@ if triton is not None:
                 if SOFTPLUS:
                     d_dt = d_dt * tl.sigmoid(raw)
                 dbias_acc += d_dt
-                tl.store(du_ptr + grad_rows + pos, du.to(du_ptr.dtype.element_ty))
-                tl.store(ddelta_ptr + grad_rows + pos, d_dt.to(ddelta_ptr.dtype.element_ty))
+                tl.store(du_ptr + grad_rows + pos * x_sl, du.to(du_ptr.dtype.element_ty))
+                tl.store(ddelta_ptr + grad_rows + pos * x_sl, d_dt.to(ddelta_ptr.dtype.element_ty))
                 tl.atomic_add(dB_ptr + grad_bc + pos, dB, mask=state_mask)
                 h_t = h_prev
         parameter_rows = direction * dim + channels
@@ -504,6 +510,49 @@ if triton is not None:
         tl.atomic_add(dD_ptr + parameter_rows, dD_acc)
         tl.atomic_add(dbias_ptr + parameter_rows, dbias_acc)
 
+
+
+def channels_last(t: torch.Tensor) -> bool:
+    """Whether a (batch, dim, L) tensor is laid out as (batch, L, dim), the layout of a Linear's output; the
+    kernels read and write that layout directly, so a model need not transpose its activations (a tensor that is
+    both, L = 1 or dim = 1, counts as contiguous)."""
+    return not t.is_contiguous() and t.transpose(1, 2).is_contiguous()
+
+
+def in_layout(t: torch.Tensor, cl: bool) -> torch.Tensor:
+    """t (batch, dim, L) in the channels-last (``cl``) or contiguous layout, copied only when it is not."""
+    if not cl:
+        return t.contiguous()
+    return t if t.transpose(1, 2).is_contiguous() else t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def new_rows(directions: int, batch: int, dim: int, length: int, cl: bool, **kwargs) -> torch.Tensor:
+    """An empty (directions, batch, dim, L) tensor, each direction in the channels-last or contiguous layout."""
+    if cl:
+        return torch.empty((directions, batch, length, dim), **kwargs).transpose(2, 3)
+    return torch.empty((directions, batch, dim, length), **kwargs)
+
+
+def _same_strides(tensors: list) -> list:
+    """The tensors, made contiguous unless all share one set of strides (the kernels take one per role)."""
+    if all(t.stride() == tensors[0].stride() for t in tensors):
+        return tensors
+    return [t.contiguous() for t in tensors]
+
+
+def _layouts(u, delta, B, C, z):
+    """u and delta in one layout (u's), B and C with one set of strides, z with one: (u, delta, B, C, z, cl)."""
+    cl = channels_last(u[0])
+    u = [in_layout(t, cl) for t in u]
+    delta = [in_layout(t, cl) for t in delta]
+    bc = _same_strides(list(B) + list(C))
+    return u, delta, bc[:len(B)], bc[len(B):], _same_strides(list(z)) if len(z) else [], cl
+
+
+def _strides(u, z, B):
+    """The kernels' stride arguments: u/delta/out (batch, channel, time), z (same roles), B/C (batch, group,
+    state, time)."""
+    return (*u[0].stride(), *(z[0].stride() if len(z) else u[0].stride()), *B[0].stride())
 
 
 def saved_shape(batch: int, dim: int, length: int, state: int, save: bool) -> tuple:
@@ -548,15 +597,18 @@ def _check(u, B):
 def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save_for_backward):
     """One or two directions of the scan (lists, one entry per direction; z an empty list for no gate).
 
-    u, delta, z: (batch, dim, L) contiguous, one dtype; B, C: (batch, G, N, L) contiguous; A (dim, N), D and
-    delta_bias (dim,) float32. Returns (outs, last_states, saved): saved holds the checkpoints of the backward.
+    u, delta, z: (batch, dim, L), one dtype; B, C: (batch, G, N, L); A (dim, N), D and delta_bias (dim,) float32.
+    Any strides: u and delta are read in u's layout (contiguous or channels-last, see :func:`channels_last`; delta
+    is copied to it if it differs), z, B and C as they are. The outputs are in u's layout. Returns (outs,
+    last_states, saved): saved holds the checkpoints of the backward.
     """
     _check(u, B)
+    u, delta, B, C, z, cl = _layouts(u, delta, B, C, z)
     directions = len(u)
     batch, dim, length = u[0].shape
     groups, state = B[0].shape[1], A[0].shape[1]
     method_index, k = _method_constants(method)
-    out = torch.empty((directions, batch, dim, length), device=u[0].device, dtype=u[0].dtype)
+    out = new_rows(directions, batch, dim, length, cl, device=u[0].device, dtype=u[0].dtype)
     last = torch.empty((directions, batch, dim, state), device=u[0].device, dtype=torch.float32)
     n_ckpt = checkpoint_count(length) if save_for_backward else 0
     ckpt = torch.empty((directions, batch, dim, n_ckpt, state), device=u[0].device, dtype=torch.float32)
@@ -566,7 +618,7 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     common = dict(N=state, N_PAD=n_pad, CKPT_L=CHECKPOINT_L, METHOD=method_index, K=k, HAS_Z=has_z,
                   SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
-               _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]))
+               _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]), *_strides(u, z, B))
     per_group = dim // groups
     chunk_len = forward_chunk_length(batch, dim, directions, length)
     args = (u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt)
@@ -612,15 +664,16 @@ def forward_chunk_length(batch: int, dim: int, directions: int, length: int) -> 
 def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, saved, dlast_state):
     """Gradients of :func:`forward`: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz) as lists."""
     _check(u, B)
+    u, delta, B, C, z, cl = _layouts(u, delta, B, C, z)
     directions = len(u)
     batch, dim, length = u[0].shape
     groups, state = B[0].shape[1], A[0].shape[1]
     method_index, k = _method_constants(method)
     device = u[0].device
-    du = torch.empty((directions, batch, dim, length), device=device, dtype=u[0].dtype)
-    ddelta = torch.empty((directions, batch, dim, length), device=device, dtype=delta[0].dtype)
+    du = new_rows(directions, batch, dim, length, cl, device=device, dtype=u[0].dtype)
+    ddelta = new_rows(directions, batch, dim, length, cl, device=device, dtype=delta[0].dtype)
     has_z = len(z) > 0
-    dz = torch.empty((directions, batch, dim, length), device=device, dtype=z[0].dtype) if has_z else du
+    dz = new_rows(directions, batch, dim, length, cl, device=device, dtype=z[0].dtype) if has_z else du
     dA = torch.zeros((directions, dim, state), device=device, dtype=torch.float32)
     dD = torch.zeros((directions, dim), device=device, dtype=torch.float32)
     dbias = torch.zeros((directions, dim), device=device, dtype=torch.float32)
@@ -630,14 +683,15 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     if n_ckpt and saved[0].shape[-2] != n_ckpt:
         raise RuntimeError('mmssm triton scan: the forward did not save the checkpoints its backward needs')
     ckpt = torch.stack(saved) if n_ckpt else dA
-    dout = [g.contiguous() for g in dout]
+    dout = _same_strides(list(dout))
     has_dlast = len(dlast_state) > 0
     dlast = torch.stack([g.float() for g in dlast_state]).contiguous() if has_dlast else dA
     n_pad = max(2, triton.next_power_of_2(state))
     common = dict(N=state, N_PAD=n_pad, METHOD=method_index, K=k, HAS_Z=has_z, SOFTPLUS=bool(softplus),
                   HAS_DLAST=has_dlast)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
-               _offset(D), _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]))
+               _offset(D), _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]),
+               *_strides(u, z, B), *dout[0].stride())
     inputs = (u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast)
     block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D, programs=BWD_PROGRAMS)
     programs = batch * dim // block_d

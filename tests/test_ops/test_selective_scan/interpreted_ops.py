@@ -1,6 +1,7 @@
 """Run by test_compiled_op_cpu.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are
 defined): the custom ops and their autograd, driven through Triton's CPU interpreter. ``python interpreted_ops.py
-plumbing`` runs opcheck and the softplus checks (quick), ``methods`` every method at L = 70 (a minute or two: the
+plumbing`` runs opcheck and the softplus checks (quick), ``layouts`` the strided (channels-last) inputs of a
+Vim block, ``methods`` every method at L = 70 (a minute or two: the
 interpreter takes ~10 ms a step), ``chunked`` the chunk-parallel forward. Prints one line per check and exits
 non-zero on the first failure."""
 import os
@@ -32,7 +33,7 @@ def check_one_direction(method, with_options, state):
             inputs[name] = None
         inputs['delta'] = inputs['delta'].abs() + 0.05
     leaves = {k: v.requires_grad_() if v is not None else None for k, v in inputs.items()}
-    lists = [[t] for t in _compiled_arguments(*[leaves[k] for k in ARGS])]
+    lists = [[t] for t in _compiled_arguments(*[leaves[k] for k in ARGS], 'triton')]
     z = [leaves['z']] if leaves['z'] is not None else []
     out, last = scan('triton', *lists, z, with_options, method, [with_options])
     names = [k for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias', 'z') if leaves[k] is not None]
@@ -61,7 +62,7 @@ def check_softplus_tail(method, shift):
     names = ('u', 'delta', 'A', 'B', 'C', 'delta_bias')
     leaves = {k: inputs[k].requires_grad_() for k in names}
     lists = [[t] for t in _compiled_arguments(*[leaves[k] for k in ('u', 'delta', 'A', 'B', 'C')], None,
-                                              leaves['delta_bias'])]
+                                              leaves['delta_bias'], 'triton')]
     out, last = scan('triton', *lists, [], True, method, [False])
     weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     grads = torch.autograd.grad((out[0].double() * weight).sum() + last[0].double().sum(),
@@ -78,10 +79,66 @@ def check_softplus_tail(method, shift):
     print('ok', label, flush=True)
 
 
+def strided_inputs(batch, dim, length, state, rank, seed):
+    """A Vim block's scan inputs in the layouts its matmuls produce, per direction: u and delta (batch, dim, L)
+    views of (batch, L, dim) tensors; B and C (batch, 1, N, L) slices of one (batch, L, rank + 2N) x_proj output;
+    z one (batch, dim, L) slice of a (batch, L, 2 dim) in_proj output, shared by both directions."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).requires_grad_()
+
+    xz = randn(batch, length, 2 * dim)
+    leaves = dict(xz=xz)
+    per_direction = []
+    for d in range(2):
+        u, delta = randn(batch, length, dim), randn(batch, length, dim, scale=0.5)
+        x_dbl = randn(batch, length, rank + 2 * state)
+        A = (-torch.rand(dim, state, generator=g) - 0.5).requires_grad_()
+        D, bias = randn(dim), randn(dim, scale=0.5)
+        leaves.update({f'u{d}': u, f'delta{d}': delta, f'x_dbl{d}': x_dbl, f'A{d}': A, f'D{d}': D, f'bias{d}': bias})
+        B = x_dbl[..., rank:rank + state].transpose(1, 2).unsqueeze(1)
+        C = x_dbl[..., rank + state:].transpose(1, 2).unsqueeze(1)
+        per_direction.append((u.transpose(1, 2), delta.transpose(1, 2), A, B, C, D, bias))
+    z = xz[..., dim:].transpose(1, 2)
+    return leaves, per_direction, z
+
+
+def check_strided_layouts(method):
+    """Both directions in one launch on the strided inputs above (no copies): forward, last states and every
+    gradient against the float64 loop on contiguous copies; the outputs come back channels-last."""
+    from mmssm.ops.selective_scan.triton_scan import channels_last
+    length = 40  # past the backward's first 32-step checkpoint chunk
+    leaves, per_direction, z = strided_inputs(2, 8, length, 4, rank=3, seed=11)
+    lists = [[per_direction[d][i] for d in (0, 1)] for i in range(7)]
+    out, last = scan('triton', *lists, [z, z], True, method, [False, True])
+    assert channels_last(out[0]) and channels_last(out[1]), 'outputs not in the channels-last layout of u'
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    names = sorted(leaves)
+    grads = torch.autograd.grad((out.double() * weight).sum() + last.double().sum(), [leaves[k] for k in names])
+    ref_leaves = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
+    total = 0
+    for d in (0, 1):  # the same views of the float64 leaves
+        xz = ref_leaves['xz']
+        x_dbl = ref_leaves[f'x_dbl{d}']
+        y, h = selective_scan_naive(
+            ref_leaves[f'u{d}'].transpose(1, 2), ref_leaves[f'delta{d}'].transpose(1, 2), ref_leaves[f'A{d}'],
+            x_dbl[..., 3:7].transpose(1, 2), x_dbl[..., 7:].transpose(1, 2), D=ref_leaves[f'D{d}'],
+            z=xz[..., 8:].transpose(1, 2), delta_bias=ref_leaves[f'bias{d}'], delta_softplus=True,
+            discretization=method, reverse=d == 1, return_last_state=True)
+        assert_close(f'strided {method} y{d}', y, out[d], atol=1e-4 * y.abs().max().item())
+        assert_close(f'strided {method} last{d}', h, last[d], atol=1e-4 * h.abs().max().item())
+        total = total + (y * weight[d]).sum() + h.sum()
+    ref_grads = torch.autograd.grad(total, [ref_leaves[k] for k in names])
+    for name, grad, ref_grad in zip(names, grads, ref_grads):
+        assert_close(f'strided {method} d{name}', ref_grad, grad, atol=1e-4 * ref_grad.abs().max().item())
+    print('ok strided layouts', method, flush=True)
+
+
 def check_opcheck():
     """torch.library.opcheck: schema, fake implementations against the real ones, autograd registration."""
     inputs = make_inputs(1, 2, 5, 3, dtype=torch.float32, device='cpu', seed=3, grad=False)
-    lists = [[t] for t in _compiled_arguments(*[inputs[k] for k in ARGS])]
+    lists = [[t] for t in _compiled_arguments(*[inputs[k] for k in ARGS], 'triton')]
     lists = [[t.requires_grad_() for t in group] for group in lists]
     z = [inputs['z'].requires_grad_()]
     arguments = (*lists, z, True, 'bilinear', [False], 'triton', True)
@@ -91,6 +148,15 @@ def check_opcheck():
     bwd_arguments = (torch.ones_like(out), *[[t.detach() for t in group] for group in lists],
                      [z[0].detach()], True, 'bilinear', [False], 'triton', saved, None)
     torch.library.opcheck(selective_scan_bwd, bwd_arguments, test_utils=('test_schema', 'test_faketensor'))
+    # the fake implementations must give the real ones' strides: channels-last inputs, channels-last outputs
+    _, per_direction, z = strided_inputs(1, 4, 6, 3, rank=2, seed=5)
+    lists = [[per_direction[d][i].detach() for d in (0, 1)] for i in range(7)]
+    z = z.detach()
+    torch.library.opcheck(selective_scan_fwd, (*lists, [z, z], True, 'zoh', [False, True], 'triton', True),
+                          test_utils=('test_schema', 'test_faketensor'))
+    out, last, saved = selective_scan_fwd(*lists, [z, z], True, 'zoh', [False, True], 'triton', True)
+    torch.library.opcheck(selective_scan_bwd, (torch.ones_like(out), *lists, [z, z], True, 'zoh', [False, True],
+                                               'triton', saved, None), test_utils=('test_schema', 'test_faketensor'))
     print('ok opcheck', flush=True)
 
 
@@ -101,6 +167,9 @@ if __name__ == '__main__':
         check_opcheck()
         check_softplus_tail('zoh', -30.0)
         check_softplus_tail('foh', -5.0)
+    if part in ('layouts', 'all'):
+        check_strided_layouts('zoh')
+        check_strided_layouts('bilinear')
     if part in ('chunked', 'all'):
         # the chunk-parallel forward (chunks of 32 steps: 32 + 32 + 6 at L = 70), the backward from its
         # checkpoints; zoh, and highorder whose three earlier samples cross the chunk boundaries

@@ -47,7 +47,7 @@ def test_custom_ops_through_the_triton_interpreter():
     """opcheck of the ops (schema, fake implementations, autograd registration), and softplus of delta far below
     0 (~1e-13 at -30) and in its series' range, forward and every gradient."""
     stdout = _interpret('plumbing')
-    assert stdout.count('ok ') == 3, stdout
+    assert stdout.count('ok ') == 3, stdout  # opcheck also of channels-last inputs
 
 
 @needs_interpreter
@@ -57,6 +57,16 @@ def test_every_method_through_the_triton_interpreter():
     gradient against the float64 loop, with and without D, z, delta_bias, softplus, groups and reverse."""
     stdout = _interpret('methods')
     assert stdout.count('ok ') == 6, stdout
+
+
+@needs_interpreter
+def test_strided_layouts_through_the_triton_interpreter():
+    """The kernels on a Vim block's activations as its matmuls lay them out, no copies: u, delta channels-last,
+    B and C slices of the x_proj output, z a slice of the in_proj output shared by both directions; forward, last
+    states (channels-last outputs) and every gradient of both directions in one launch against the float64 loop,
+    zoh and bilinear (its earlier sample read through the strides)."""
+    stdout = _interpret('layouts')
+    assert stdout.count('ok ') == 2, stdout
 
 
 @needs_interpreter

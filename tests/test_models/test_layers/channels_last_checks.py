@@ -1,0 +1,56 @@
+"""The channels-last path of MambaMixer (Triton conv + scan on the matmuls' layouts) against the transposing torch
+path of the same weights: output and every gradient, for a bidirectional and a one-directional mixer, zoh and
+bilinear. Run by test_mamba_mixer_channels_last.py: on the CPU through Triton's interpreter (a subprocess with
+TRITON_INTERPRET=1), and compiled on a GPU. ``python channels_last_checks.py [cpu|cuda]`` prints one line per
+check and exits non-zero on the first failure."""
+import sys
+
+import torch
+
+from mmssm.models.layers.mamba_mixer import MambaMixer
+from mmssm.ops.causal_conv1d import causal_conv1d, causal_conv1d_channels_last
+
+
+def check_conv(device):
+    torch.manual_seed(0)
+    batch, length, dim, kernel = 2, 37, 70, 4  # not multiples of the kernel's blocks
+    xz = torch.randn(batch, length, 2 * dim, device=device, requires_grad=True)
+    weights = [torch.randn(dim, 1, kernel, device=device, requires_grad=True) for _ in range(2)]
+    biases = [torch.randn(dim, device=device, requires_grad=True) for _ in range(2)]
+    out = causal_conv1d_channels_last(xz[..., :dim], weights, biases, [False, True], activation='silu')
+    assert out.shape == (2, batch, length, dim) and out.is_contiguous()
+    ref = torch.stack([causal_conv1d(xz[..., :dim].transpose(1, 2), w, b, 'silu', r).transpose(1, 2)
+                       for w, b, r in zip(weights, biases, (False, True))])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out)
+    params = [xz, *weights, *biases]
+    for a, b in zip(torch.autograd.grad((out * g).sum(), params), torch.autograd.grad((ref * g).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    print('ok conv', flush=True)
+
+
+def check_mixer(device, method, bidirectional):
+    torch.manual_seed(0)
+    fast = MambaMixer(8, d_state=4, discretization=method, bidirectional=bidirectional, scan_backend='triton')
+    ref = MambaMixer(8, d_state=4, discretization=method, bidirectional=bidirectional, scan_backend='torch')
+    ref.load_state_dict(fast.state_dict())
+    fast, ref = fast.to(device), ref.to(device)
+    x = torch.randn(2, 13, 8, device=device, requires_grad=True)
+    assert fast._channels_last_path(x) and not ref._channels_last_path(x)
+    y, y_ref = fast(x), ref(x)
+    label = f'mixer {method} bidirectional={bidirectional}'
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5, msg=label)
+    g = torch.randn_like(y)
+    names = ['x'] + [n for n, _ in fast.named_parameters()]
+    grads = torch.autograd.grad((y * g).sum(), [x] + list(fast.parameters()))
+    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(ref.parameters()))
+    for name, a, b in zip(names, grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=f'{label} d{name}')
+    print('ok', label, flush=True)
+
+
+if __name__ == '__main__':
+    device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
+    check_conv(device)
+    for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False)):
+        check_mixer(device, method, bidirectional)

@@ -1,0 +1,42 @@
+"""MambaMixer's channels-last path (no layout copies; Triton) equals the transposing path: through Triton's CPU
+interpreter here, compiled on a GPU (channels_last_checks.py holds the checks)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'test_ops', 'test_selective_scan'))
+from test_compiled_op_cpu import needs_interpreter  # noqa: E402
+
+
+def _run(device, interpret):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    if interpret:
+        env['TRITON_INTERPRET'] = '1'
+    result = subprocess.run([sys.executable, os.path.join(HERE, 'channels_last_checks.py'), device], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    assert result.stdout.count('ok ') == 4, result.stdout
+
+
+@needs_interpreter
+def test_channels_last_mixer_through_the_triton_interpreter():
+    _run('cpu', interpret=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (the compiled Triton kernels)')
+def test_channels_last_mixer_compiled():
+    _run('cuda', interpret=False)
+
+
+def test_channels_last_path_is_not_taken_without_triton_backend():
+    """On the CPU (no interpreter) and for the torch backend the mixer keeps the transposing path."""
+    from mmssm.models.layers.mamba_mixer import MambaMixer
+    x = torch.randn(1, 5, 8)
+    assert not MambaMixer(8, scan_backend='auto')._channels_last_path(x)
+    assert not MambaMixer(8, scan_backend='torch')._channels_last_path(x)
