@@ -2,14 +2,14 @@
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
-# Steps: build tests diagnose scantests dyvm prune token scan vim (default: all, in that order).
+# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision (default: all, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
 OUT=${OUT:-/tmp/mmssm_gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-steps=${*:-build tests diagnose scantests dyvm prune token scan vim}
+steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 run() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
@@ -36,6 +36,10 @@ for step in $steps; do
             --repeats 5 --rounds 3 --sdist-dir .kit/sdist --json "$OUT/scan_gpu.json" ;;
     vim) run vim 240 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
            --sizes 224:128,1248:8 --max-seconds 3 --json "$OUT/vim_gpu.json" ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim)"; exit 2 ;;
+    mambavision) run mambavision 300 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
+                   --max-seconds 3 --deadline 150 --models mambavision_t,mambavision_t_mamba,mambavision_s,\
+mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision_t,mambavision_t_mamba \
+                   --out "$OUT/mambavision_gpu.json" ;;
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision)"; exit 2 ;;
   esac
 done

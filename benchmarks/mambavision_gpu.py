@@ -51,6 +51,7 @@ sys.path.insert(0, _HERE)  # mamba_kernels
 
 from mmssm.models.backbones.mamba_vision import MambaVision  # noqa: E402
 from mmssm.models.layers.mamba_vision_mixer import MambaVisionMixer  # noqa: E402
+from mmssm.models.layers.split_conv_mixer import SplitConvMixer  # noqa: E402
 from mmssm.ops.selective_scan import available_backends, selective_scan  # noqa: E402
 
 TIMM_NAMES = dict(
@@ -101,7 +102,10 @@ def selective_scan_fn(kernels, u, delta, A, B, C, D=None, z=None, delta_bias=Non
 class MixerOnMambaKernel(MambaVisionMixer):
     """A MambaVisionMixer whose scan is mamba-ssm's, called with the official MambaVision arguments (A, D and the
     dt bias in float32, B and C made contiguous); the projections and convolutions are mmssm's, so the two builds
-    differ in the scan call only. ``mamba_kernels`` (the compiled module) is set on the instance."""
+    differ in the scan call only. ``mamba_kernels`` (the compiled module) is set on the instance. Its forward is
+    the transposing one of the official code (mmssm's channels-last path is mmssm's own)."""
+
+    forward = SplitConvMixer.forward
 
     def ssm(self, x):
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)

@@ -57,7 +57,8 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Channels-last Triton kernel: the short convolutions of a Vim block read straight from the in_proj output.
+# Channels-last Triton kernel: the short convolutions of a Vim or MambaVision mixer read straight from the in_proj
+# output and write the layout x_proj reads.
 
 try:
     import triton
@@ -67,36 +68,48 @@ except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
 
 CL_BLOCK_L = 32
 CL_BLOCK_D = 64
+PADDINGS = ('causal', 'reverse', 'same')
 
 
 def channels_last_available(x: torch.Tensor) -> bool:
-    """Whether :func:`causal_conv1d_channels_last` runs on ``x``'s device (CUDA, or the CPU under
-    TRITON_INTERPRET=1)."""
+    """Whether :func:`conv1d_channels_last` runs on ``x``'s device (CUDA, or the CPU under TRITON_INTERPRET=1)."""
     import os
     if triton is None:
         return False
     return x.is_cuda or (os.environ.get('TRITON_INTERPRET') == '1' and x.device.type == 'cpu')
 
 
+def conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bias, padding: str, activation: str | None):
+    """The depthwise convolution of :func:`conv1d_channels_last` in torch, on (batch, dim, L)."""
+    if padding == 'same':
+        weight = weight if weight.dim() == 3 else weight.unsqueeze(1)
+        out = F.conv1d(x, weight, bias, padding='same', groups=x.shape[1])
+        return F.silu(out) if activation == 'silu' else out
+    return causal_conv1d(x, weight, bias, activation=activation, reverse=padding == 'reverse')
+
+
 if triton is not None:
 
     @triton.jit
-    def _conv_cl_kernel(x_ptr, w_ptr, b_ptr, out_ptr, x_sb, x_sl, w_off, b_off, reverse0, reverse1, batch_size,
+    def _conv_cl_kernel(x_ptr, w_ptr, b_ptr, out_ptr, x_off, x_sb, x_sl, w_off, b_off, mode0, mode1, batch_size,
                         length, dim, K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
                         BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        """out[direction, b, t, d] = act(sum_k w[d, k] x[b, t - (K-1) + k, d] + bias[d]), or x[b, t + (K-1) - k, d]
-        for a reversed direction; x is read with its strides (channels contiguous), zero outside the sequence."""
+        """out[direction, b, t, d] = act(bias[d] + sum_k w[d, k] x[b, s(t, k), d]) with s = t - (K-1) + k (mode 0,
+        causal), t + (K-1) - k (1, reversed) or t + k - (K-1) // 2 (2, 'same'); x read with its strides (channels
+        contiguous; a direction's input x_off elements on), zero outside the sequence."""
         steps = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
         channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         direction = tl.program_id(2) // batch_size
         batch = (tl.program_id(2) % batch_size).to(tl.int64)
-        reverse = tl.where(direction == 0, reverse0, reverse1)
+        mode = tl.where(direction == 0, mode0, mode1)
+        left = tl.where(mode == 0, K - 1, (K - 1) // 2)
         channel_mask = channels < dim
+        x_rows = x_ptr + direction * x_off + batch * x_sb
         acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
         for k in tl.static_range(K):
-            source = tl.where(reverse != 0, steps + (K - 1) - k, steps - (K - 1) + k)
+            source = tl.where(mode == 1, steps + (K - 1) - k, steps + k - left)
             valid = (source >= 0) & (source < length)
-            xv = tl.load(x_ptr + batch * x_sb + source[:, None].to(tl.int64) * x_sl + channels[None, :],
+            xv = tl.load(x_rows + source[:, None].to(tl.int64) * x_sl + channels[None, :],
                          mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
             wk = tl.load(w_ptr + direction * w_off + channels * K + k, mask=channel_mask, other=0.0).to(tl.float32)
             acc += xv * wk[None, :]
@@ -112,82 +125,91 @@ if triton is not None:
 def _element_offset(first: torch.Tensor, second: torch.Tensor) -> int:
     difference = second.data_ptr() - first.data_ptr()
     if difference % first.element_size():
-        raise RuntimeError('causal_conv1d_channels_last: the two directions\' parameters are not element-aligned')
+        raise RuntimeError('conv1d_channels_last: the two directions\' tensors are not element-aligned')
     return difference // first.element_size()
 
 
 class _ConvChannelsLast(torch.autograd.Function):
-    """Forward in the Triton kernel; backward by autograd through the torch function (recomputed), per
+    """Forward in the Triton kernel; backward by autograd through :func:`conv1d_reference` (recomputed), per
     direction."""
 
     @staticmethod
-    def forward(ctx, x, silu, reverses, *params):
-        weights, biases = params[0::2], params[1::2]
-        batch, length, dim = x.shape
-        directions = len(weights)
-        kernel = weights[0].shape[-1]
-        out = torch.empty((directions, batch, length, dim), device=x.device, dtype=x.dtype)
+    def forward(ctx, silu, paddings, *tensors):
+        directions = len(paddings)
+        inputs = tensors[:directions]
+        weights, biases = tensors[directions::2], tensors[directions + 1::2]
+        batch, length, dim = inputs[0].shape
+        out = torch.empty((directions, batch, length, dim), device=inputs[0].device, dtype=inputs[0].dtype)
         has_bias = biases[0] is not None
-        w_off = _element_offset(weights[0], weights[-1])
-        b_off = _element_offset(biases[0], biases[-1]) if has_bias else 0
+        modes = [PADDINGS.index(p) for p in paddings]
         grid = (triton.cdiv(length, CL_BLOCK_L), triton.cdiv(dim, CL_BLOCK_D), directions * batch)
-        _conv_cl_kernel[grid](x, weights[0], biases[0] if has_bias else weights[0], out, x.stride(0), x.stride(1),
-                              w_off, b_off, int(reverses[0]), int(reverses[-1]), batch, length, dim, K=kernel,
-                              HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
-        ctx.save_for_backward(x, *[p for p in params if p is not None])
-        ctx.meta = (silu, reverses, has_bias, directions)
+        _conv_cl_kernel[grid](
+            inputs[0], weights[0], biases[0] if has_bias else weights[0], out, _element_offset(inputs[0], inputs[-1]),
+            inputs[0].stride(0), inputs[0].stride(1), _element_offset(weights[0], weights[-1]),
+            _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim,
+            K=weights[0].shape[-1], HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
+        ctx.save_for_backward(*inputs, *weights, *(biases if has_bias else ()))
+        ctx.meta = (silu, paddings, has_bias)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        silu, reverses, has_bias, directions = ctx.meta
-        x, *params = ctx.saved_tensors
-        per = 2 if has_bias else 1
-        grads, dx = [], None
+        silu, paddings, has_bias = ctx.meta
+        directions = len(paddings)
+        saved = ctx.saved_tensors
+        inputs, weights = saved[:directions], saved[directions:2 * directions]
+        biases = saved[2 * directions:] if has_bias else (None,) * directions
+        dinputs, dparams = [], []
         with torch.enable_grad():
-            xt = x.detach().transpose(1, 2).requires_grad_()
             for d in range(directions):
-                weight = params[d * per].detach().requires_grad_()
-                bias = params[d * per + 1].detach().requires_grad_() if has_bias else None
-                out = causal_conv1d(xt, weight, bias, activation='silu' if silu else None, reverse=reverses[d])
-                inputs = [xt, weight] + ([bias] if has_bias else [])
-                g = torch.autograd.grad(out, inputs, dout[d].transpose(1, 2))
-                dx = g[0] if dx is None else dx + g[0]
-                grads += [g[1], g[2] if has_bias else None]
-        return (dx.transpose(1, 2), None, None, *grads)
+                x = inputs[d].detach().transpose(1, 2).requires_grad_()
+                weight = weights[d].detach().requires_grad_()
+                bias = biases[d].detach().requires_grad_() if has_bias else None
+                out = conv1d_reference(x, weight, bias, paddings[d], 'silu' if silu else None)
+                grads = torch.autograd.grad(out, [x, weight] + ([bias] if has_bias else []), dout[d].transpose(1, 2))
+                dinputs.append(grads[0].transpose(1, 2))
+                dparams += [grads[1], grads[2] if has_bias else None]
+        return (None, None, *dinputs, *dparams)
 
 
-def causal_conv1d_channels_last(x: torch.Tensor, weights, biases, reverses, activation: str | None = None):
-    """:func:`causal_conv1d` of one or two directions at once on channels-last tokens, without layout copies.
+def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | None = None) -> torch.Tensor:
+    """One or two depthwise 1-D convolutions on channels-last tokens in one kernel, without layout copies.
 
     Args:
-        x: (batch, L, dim) with contiguous channels (e.g. the x half of a Linear's output); any other strides.
+        inputs: one (batch, L, dim) tensor per direction (the same tensor twice for Vim's two directions; the x and
+            z halves of one Linear output for MambaVision), channels contiguous, both with one set of strides.
         weights, biases: one per direction, (dim, K) or (dim, 1, K), and (dim,) or None (all or none); the two
             directions' tensors of one dtype.
-        reverses: one bool per direction (see :func:`causal_conv1d`).
+        paddings: one per direction: 'causal' (step t sees t-K+1..t), 'reverse' (t..t+K-1; see
+            :func:`causal_conv1d`) or 'same' (PyTorch's symmetric padding).
         activation: None or 'silu'.
 
     Returns:
-        (directions, batch, L, dim), contiguous, x's dtype. Computed in float32 by a Triton kernel (CUDA, or the
-        CPU under TRITON_INTERPRET=1); the backward recomputes the torch function.
+        (directions, batch, L, dim), contiguous, the inputs' dtype. Computed in float32 by a Triton kernel (CUDA,
+        or the CPU under TRITON_INTERPRET=1); the backward recomputes :func:`conv1d_reference`.
     """
+    name = 'conv1d_channels_last'
     if activation not in ACTIVATIONS:
-        raise ValueError(f'causal_conv1d_channels_last: activation must be one of {ACTIVATIONS}, got {activation!r}.')
+        raise ValueError(f'{name}: activation must be one of {ACTIVATIONS}, got {activation!r}.')
+    if not 1 <= len(inputs) <= 2 or not len(inputs) == len(weights) == len(biases) == len(paddings):
+        raise ValueError(f'{name}: one or two directions, one input, weight, bias and padding each.')
+    if any(p not in PADDINGS for p in paddings):
+        raise ValueError(f'{name}: paddings must be among {PADDINGS}, got {paddings!r}.')
+    x = inputs[0]
     if not channels_last_available(x):
-        raise RuntimeError(f'causal_conv1d_channels_last runs on CUDA tensors with triton installed, got a '
-                           f'{x.device} tensor; use causal_conv1d there.')
-    if x.dim() != 3 or x.stride(-1) != 1:
-        raise ValueError(f'causal_conv1d_channels_last: x must be (batch, L, dim) with contiguous channels, got '
-                         f'shape {tuple(x.shape)} strides {x.stride()}.')
+        raise RuntimeError(f'{name} runs on CUDA tensors with triton installed, got a {x.device} tensor; use '
+                           'conv1d_reference there.')
+    if any(t.dim() != 3 or t.stride(-1) != 1 or t.shape != x.shape or t.stride() != x.stride() or t.dtype != x.dtype
+           for t in inputs):
+        raise ValueError(f'{name}: inputs must be (batch, L, dim) with contiguous channels, one shape, dtype and '
+                         f'strides, got {[(tuple(t.shape), t.stride()) for t in inputs]}.')
     weights = [w.squeeze(1) if w.dim() == 3 else w for w in weights]
-    if not 1 <= len(weights) <= 2 or len(biases) != len(weights) or len(reverses) != len(weights):
-        raise ValueError('causal_conv1d_channels_last: one or two directions, one weight, bias and reverse each.')
     if any(w.shape != (x.shape[-1], weights[0].shape[-1]) or w.dtype != weights[0].dtype for w in weights):
-        raise ValueError(f'causal_conv1d_channels_last: weights must be (dim, K) with dim={x.shape[-1]}, one shape '
-                         f'and dtype, got {[tuple(w.shape) for w in weights]}.')
+        raise ValueError(f'{name}: weights must be (dim, K) with dim={x.shape[-1]}, one shape and dtype, got '
+                         f'{[tuple(w.shape) for w in weights]}.')
     if (biases[0] is None) != (biases[-1] is None):
-        raise ValueError('causal_conv1d_channels_last: give a bias to both directions or to neither.')
+        raise ValueError(f'{name}: give a bias to every direction or to none.')
     params = []
     for w, b in zip(weights, biases):
         params += [w.contiguous(), b]
-    return _ConvChannelsLast.apply(x, activation == 'silu', tuple(bool(r) for r in reverses), *params)
+    return _ConvChannelsLast.apply(activation == 'silu', tuple(paddings), *inputs, *params)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmssm.ops.causal_conv1d import causal_conv1d, causal_conv1d_channels_last, channels_last_available
+from mmssm.ops.causal_conv1d import causal_conv1d, channels_last_available, conv1d_channels_last
 from mmssm.ops.selective_scan import METHODS, available_backends, selective_scan, selective_scan_bidirectional
 from mmssm.registry import MODELS
 
@@ -15,6 +15,19 @@ from .se import TokenSqueezeExcitation
 
 CONV_TYPES = ('conv', 'inverted_residual')
 
+
+
+def channels_last_path(scan_backend: str, hidden_states: torch.Tensor) -> bool:
+    """Whether a mixer runs its convolutions and scan on the (batch, L, channels) layout the matmuls produce
+    (Triton kernels that read strided tensors, no transposes): when the scan backend is Triton, asked for or first
+    of the device's backends under 'auto' (``MMSSM_SCAN_BACKEND`` included), and the input is not float64."""
+    if hidden_states.dtype == torch.float64 or not channels_last_available(hidden_states):
+        return False
+    if scan_backend == 'auto':
+        scan_backend = os.environ.get('MMSSM_SCAN_BACKEND') or 'auto'
+    if scan_backend == 'auto':
+        scan_backend = available_backends(hidden_states.device)[0]
+    return scan_backend == 'triton'
 
 
 @MODELS.register_module()
@@ -173,17 +186,9 @@ class MambaMixer(nn.Module):
         return self.out_proj(y.transpose(1, 2))
 
     def _channels_last_path(self, hidden_states) -> bool:
-        """Whether the dense forward runs channels-last (:meth:`_channels_last_scan`): on the Triton backend (asked
-        for, or first of the device's backends under 'auto'), with the plain conv and no SE."""
-        if self.conv_type != 'conv' or self.se is not None or hidden_states.dtype == torch.float64 \
-                or not channels_last_available(hidden_states):
-            return False
-        backend = self.scan_backend
-        if backend == 'auto':
-            backend = os.environ.get('MMSSM_SCAN_BACKEND') or 'auto'
-        if backend == 'auto':
-            backend = available_backends(hidden_states.device)[0]
-        return backend == 'triton'
+        """Whether the dense forward runs channels-last (:meth:`_channels_last_scan`): with the plain conv and no
+        SE, where :func:`channels_last_path` says so."""
+        return self.conv_type == 'conv' and self.se is None and channels_last_path(self.scan_backend, hidden_states)
 
     def _channels_last_scan(self, hidden_states):
         """The dense mixer before out_proj without layout copies: every tensor stays in the (batch, L, channels)
@@ -195,8 +200,8 @@ class MambaMixer(nn.Module):
         x, z = xz[..., :d_inner], xz[..., d_inner:].transpose(1, 2)
         suffixes = ('', '_b') if self.bidirectional else ('',)
         convs = [getattr(self, f'conv1d{suffix}') for suffix in suffixes]
-        us = causal_conv1d_channels_last(x, [c.weight for c in convs], [c.bias for c in convs],
-                                         [suffix == '_b' for suffix in suffixes], activation='silu')
+        us = conv1d_channels_last([x] * len(suffixes), [c.weight for c in convs], [c.bias for c in convs],
+                                  ['reverse' if suffix == '_b' else 'causal' for suffix in suffixes], activation='silu')
         args = []
         for u, suffix in zip(us.unbind(0), suffixes):
             dt, B, C = getattr(self, f'x_proj{suffix}')(u).split([rank, state, state], dim=-1)
@@ -209,9 +214,7 @@ class MambaMixer(nn.Module):
         common = dict(delta_softplus=True, discretization=self.discretization, backend='triton')
         if self.bidirectional:
             y_f, y_b = selective_scan_bidirectional(**{k: (args[0][k], args[1][k]) for k in args[0]}, z=z, **common)
-            y = y_f + y_b
-            if self.divide_out:
-                y = y * 0.5
+            y = torch.lerp(y_f, y_b, 0.5) if self.divide_out else y_f + y_b  # the mean in one kernel
         else:
             y = selective_scan(**args[0], z=z, **common)
         return y.transpose(1, 2)

@@ -3,9 +3,11 @@ import math
 import torch
 from torch import nn
 
+from mmssm.ops.causal_conv1d import conv1d_channels_last
 from mmssm.ops.selective_scan import METHODS, selective_scan
 from mmssm.registry import MODELS
 
+from .mamba_mixer import channels_last_path
 from .precision import at_least_fp32
 from .split_conv_mixer import SplitConvMixer
 
@@ -77,8 +79,22 @@ class MambaVisionMixer(SplitConvMixer):
         self.D.fill_(1.0)
         self.D._no_weight_decay = True
 
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(batch, L, C) -> (batch, L, C). On the Triton backend without layout copies (see
+        :func:`channels_last_path`): both 'same' convolutions + SiLU in one kernel reading the halves of the
+        in_proj output, the scan on the channels-last x half; otherwise as :class:`SplitConvMixer`."""
+        if not channels_last_path(self.scan_backend, hidden_states) or hidden_states.dim() != 3 \
+                or hidden_states.shape[-1] != self.embed_dims:
+            return super().forward(hidden_states)  # (which also reports a bad shape)
+        xz = self.in_proj(hidden_states)  # (batch, L, d_inner)
+        half = self.d_inner // 2
+        x, z = conv1d_channels_last([xz[..., :half], xz[..., half:]], [self.conv1d_x.weight, self.conv1d_z.weight],
+                                    [self.conv1d_x.bias, self.conv1d_z.bias], ['same', 'same'],
+                                    activation='silu').unbind(0)
+        return self.out_proj(torch.cat([self.ssm(x.transpose(1, 2)).transpose(1, 2), z], dim=-1))
+
     def ssm(self, x: torch.Tensor) -> torch.Tensor:
-        """The selective scan of the x half, (batch, d_inner / 2, L) -> same shape."""
+        """The selective scan of the x half, (batch, d_inner / 2, L) -> same shape (and layout, on Triton)."""
         x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)

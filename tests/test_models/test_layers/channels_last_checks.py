@@ -1,14 +1,15 @@
 """The channels-last path of MambaMixer (Triton conv + scan on the matmuls' layouts) against the transposing torch
 path of the same weights: output and every gradient, for a bidirectional and a one-directional mixer, zoh and
-bilinear. Run by test_mamba_mixer_channels_last.py: on the CPU through Triton's interpreter (a subprocess with
+bilinear, and for MambaVisionMixer (its 'same' convolutions on the two halves); the conv kernel alone too. Run by test_mamba_mixer_channels_last.py: on the CPU through Triton's interpreter (a subprocess with
 TRITON_INTERPRET=1), and compiled on a GPU. ``python channels_last_checks.py [cpu|cuda]`` prints one line per
 check and exits non-zero on the first failure."""
 import sys
 
 import torch
 
-from mmssm.models.layers.mamba_mixer import MambaMixer
-from mmssm.ops.causal_conv1d import causal_conv1d, causal_conv1d_channels_last
+from mmssm.models.layers.mamba_mixer import MambaMixer, channels_last_path
+from mmssm.models.layers.mamba_vision_mixer import MambaVisionMixer
+from mmssm.ops.causal_conv1d import conv1d_channels_last, conv1d_reference
 
 
 def check_conv(device):
@@ -17,28 +18,44 @@ def check_conv(device):
     xz = torch.randn(batch, length, 2 * dim, device=device, requires_grad=True)
     weights = [torch.randn(dim, 1, kernel, device=device, requires_grad=True) for _ in range(2)]
     biases = [torch.randn(dim, device=device, requires_grad=True) for _ in range(2)]
-    out = causal_conv1d_channels_last(xz[..., :dim], weights, biases, [False, True], activation='silu')
+    out = conv1d_channels_last([xz[..., :dim]] * 2, weights, biases, ['causal', 'reverse'], activation='silu')
     assert out.shape == (2, batch, length, dim) and out.is_contiguous()
-    ref = torch.stack([causal_conv1d(xz[..., :dim].transpose(1, 2), w, b, 'silu', r).transpose(1, 2)
-                       for w, b, r in zip(weights, biases, (False, True))])
+    ref = torch.stack([conv1d_reference(xz[..., :dim].transpose(1, 2), w, b, p, 'silu').transpose(1, 2)
+                       for w, b, p in zip(weights, biases, ('causal', 'reverse'))])
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
     params = [xz, *weights, *biases]
     for a, b in zip(torch.autograd.grad((out * g).sum(), params), torch.autograd.grad((ref * g).sum(), params)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # MambaVision's: the two halves of one output, 'same' padding, an even and an odd kernel, no bias
+    for kernel in (3, 4):
+        weights = [torch.randn(dim, 1, kernel, device=device, requires_grad=True) for _ in range(2)]
+        halves = [xz[..., :dim], xz[..., dim:]]
+        out = conv1d_channels_last(halves, weights, [None, None], ['same', 'same'], activation='silu')
+        ref = torch.stack([conv1d_reference(h.transpose(1, 2), w, None, 'same', 'silu').transpose(1, 2)
+                           for h, w in zip(halves, weights)])
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        params = [xz, *weights]
+        for a, b in zip(torch.autograd.grad((out * g).sum(), params), torch.autograd.grad((ref * g).sum(), params)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     print('ok conv', flush=True)
 
 
 def check_mixer(device, method, bidirectional):
     torch.manual_seed(0)
-    fast = MambaMixer(8, d_state=4, discretization=method, bidirectional=bidirectional, scan_backend='triton')
-    ref = MambaMixer(8, d_state=4, discretization=method, bidirectional=bidirectional, scan_backend='torch')
+    if bidirectional is None:  # MambaVision's mixer
+        fast = MambaVisionMixer(16, d_state=4, discretization=method, scan_backend='triton')
+        ref = MambaVisionMixer(16, d_state=4, discretization=method, scan_backend='torch')
+        x = torch.randn(2, 13, 16, device=device, requires_grad=True)
+    else:
+        fast = MambaMixer(8, d_state=4, discretization=method, bidirectional=bidirectional, scan_backend='triton')
+        ref = MambaMixer(8, d_state=4, discretization=method, bidirectional=bidirectional, scan_backend='torch')
+        x = torch.randn(2, 13, 8, device=device, requires_grad=True)
     ref.load_state_dict(fast.state_dict())
     fast, ref = fast.to(device), ref.to(device)
-    x = torch.randn(2, 13, 8, device=device, requires_grad=True)
-    assert fast._channels_last_path(x) and not ref._channels_last_path(x)
+    assert channels_last_path(fast.scan_backend, x) and not channels_last_path(ref.scan_backend, x)
     y, y_ref = fast(x), ref(x)
-    label = f'mixer {method} bidirectional={bidirectional}'
+    label = f'mixer {method} bidirectional={bidirectional}' if bidirectional is not None else 'mambavision mixer'
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5, msg=label)
     g = torch.randn_like(y)
     names = ['x'] + [n for n, _ in fast.named_parameters()]
@@ -52,5 +69,5 @@ def check_mixer(device, method, bidirectional):
 if __name__ == '__main__':
     device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
     check_conv(device)
-    for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False)):
+    for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False), ('zoh', None)):
         check_mixer(device, method, bidirectional)
