@@ -41,9 +41,10 @@ def error(reference, low):
 
 
 def diagnose(name, cfg, device='cuda'):
+    from test_variants_gpu import SIZE
+
     import mmssm.models  # noqa: F401
     from mmssm.registry import MODELS
-    from test_variants_gpu import SIZE
     torch.manual_seed(0)
     model = MODELS.build(copy.deepcopy(cfg)).to(device).train()
     images = torch.randn(2, 3, *SIZE, device=device)

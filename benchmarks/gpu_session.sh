@@ -34,7 +34,7 @@ for step in $steps; do
              --json "$OUT/token_pruning_pm.json" ;;
     scan) run scan 300 python benchmarks/scan_gpu.py --backends cuda triton triton-seq --methods zoh --dtypes bf16 \
             --repeats 5 --rounds 3 --sdist-dir .kit/sdist --json "$OUT/scan_gpu.json" ;;
-    vim) run vim 240 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
+    vim) run vim 240 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_triton_graph,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
            --sizes 224:128,1248:8 --max-seconds 3 --json "$OUT/vim_gpu.json" ;;
     mambavision) run mambavision 300 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
                    --max-seconds 3 --deadline 150 --models mambavision_t,mambavision_t_mamba,mambavision_s,\

@@ -8,6 +8,8 @@ Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference
                           original Vim calls them (backward direction by flipping)
   vim_t_triton / vim_s_triton  mmssm's model with scan_backend='triton': the mixers' channels-last path (the
                           conv and scan kernels read the matmuls' layouts; no transposes or copies)
+  vim_t_triton_graph ...  the _triton model's forward captured once in a CUDA graph and replayed (no Python or
+                          launch overhead per pass: what per-call overhead costs)
   vim_t_unfused / vim_s_unfused  mmssm's model with the residual add + RMSNorm in torch (fused_add_norm=False),
                           to measure the fused Triton add + norm kernel
   deit_t / deit_s         timm DeiT with fused scaled-dot-product attention
@@ -49,7 +51,9 @@ class Classifier(nn.Module):
 
 def vim_base(name):
     """The model a Vim entry builds (its weights and outputs are shared by all its variants)."""
-    return name.replace('_mamba', '').replace('_unfused', '').replace('_triton', '')
+    for suffix in ('_mamba', '_unfused', '_triton', '_graph'):
+        name = name.replace(suffix, '')
+    return name
 
 
 def build_vim(name, size):
@@ -57,9 +61,32 @@ def build_vim(name, size):
     torch.manual_seed(0)
     backbone = Vim(VIM_ARCHS[vim_base(name)], img_size=size, patch_size=16,
                    fused_add_norm=not name.endswith('_unfused'),
-                   mixer_cfg=dict(scan_backend='triton') if name.endswith('_triton') else None)
+                   mixer_cfg=dict(scan_backend='triton') if '_triton' in name else None)
     backbone.init_weights()
     return Classifier(backbone)
+
+
+class Graphed(nn.Module):
+    """``model``'s forward captured in a CUDA graph at the first call and replayed after (input copied in)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.graph = model, None
+
+    def forward(self, x):
+        if self.graph is None:
+            self.static_in = x.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # warm-up (Triton compiles) outside the capture
+                self.model(self.static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_out = self.model(self.static_in)
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out
 
 
 def build_deit(name, size):
@@ -131,6 +158,8 @@ def main():
         reference = {}
         for name in names:
             model = (build_vim if name.startswith('vim') else build_deit)(name, size).cuda().to(dtype).eval()
+            if name.endswith('_graph'):
+                model = Graphed(model)
             if name.endswith('_mamba'):
                 restore = patch_mixers(scan_cuda, conv_cuda)
             try:

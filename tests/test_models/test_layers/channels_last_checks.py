@@ -1,8 +1,9 @@
-"""The channels-last path of MambaMixer (Triton conv + scan on the matmuls' layouts) against the transposing torch
-path of the same weights: output and every gradient, for a bidirectional and a one-directional mixer, zoh and
-bilinear, and for MambaVisionMixer (its 'same' convolutions on the two halves); the conv kernel alone too. Run by test_mamba_mixer_channels_last.py: on the CPU through Triton's interpreter (a subprocess with
-TRITON_INTERPRET=1), and compiled on a GPU. ``python channels_last_checks.py [cpu|cuda]`` prints one line per
-check and exits non-zero on the first failure."""
+"""The channels-last path of the mixers (Triton conv + scan on the matmuls' layouts) against the transposing torch
+path of the same weights: output and every gradient, for a bidirectional and a one-directional MambaMixer (zoh,
+bilinear) and for MambaVisionMixer (its 'same' convolutions on the two halves); the conv kernel alone too. Run by
+test_mamba_mixer_channels_last.py: on the CPU through Triton's interpreter (a subprocess with TRITON_INTERPRET=1),
+and compiled on a GPU. ``python channels_last_checks.py [cpu|cuda]`` prints one line per check and exits non-zero
+on the first failure."""
 import sys
 
 import torch

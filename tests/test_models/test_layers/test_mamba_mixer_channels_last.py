@@ -1,5 +1,5 @@
-"""MambaMixer's and MambaVisionMixer's channels-last path (no layout copies; Triton) equals the transposing path: through Triton's CPU
-interpreter here, compiled on a GPU (channels_last_checks.py holds the checks)."""
+"""MambaMixer's and MambaVisionMixer's channels-last path (no layout copies; Triton) equals the transposing path:
+through Triton's CPU interpreter here, compiled on a GPU (channels_last_checks.py holds the checks)."""
 import os
 import subprocess
 import sys
@@ -40,3 +40,30 @@ def test_channels_last_path_is_not_taken_without_triton_backend():
     x = torch.randn(1, 5, 8)
     assert not MambaMixer(8, scan_backend='auto')._channels_last_path(x)
     assert not MambaMixer(8, scan_backend='torch')._channels_last_path(x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (CUDA graphs)')
+def test_vim_channels_last_forward_replays_in_a_cuda_graph():
+    """The channels-last Vim forward (conv, scan and add + norm kernels) is captured in a CUDA graph once and
+    replayed on new input: equal to the eager forward (nothing on the hot path needs the host)."""
+    from mmssm.models import Vim
+    torch.manual_seed(0)
+    model = Vim('test', img_size=32, patch_size=8, mixer_cfg=dict(scan_backend='triton')).cuda().eval()
+    static_in = torch.randn(2, 3, 32, 32, device='cuda')
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            model(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = model(static_in)
+        new = torch.randn(2, 3, 32, 32, device='cuda')
+        static_in.copy_(new)
+        graph.replay()
+        eager = model(new)
+    assert model.layers[0].mixer._channels_last_path(torch.empty(1, 1, 1, device='cuda'))
+    for a, b in zip(static_out, eager):
+        torch.testing.assert_close(a, b)
