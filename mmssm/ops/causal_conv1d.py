@@ -129,47 +129,67 @@ def _element_offset(first: torch.Tensor, second: torch.Tensor) -> int:
     return difference // first.element_size()
 
 
-class _ConvChannelsLast(torch.autograd.Function):
-    """Forward in the Triton kernel; backward by autograd through :func:`conv1d_reference` (recomputed), per
-    direction."""
+@torch.library.custom_op('mmssm::conv1d_channels_last', mutates_args=())
+def _conv_cl_op(inputs: list[torch.Tensor], weights: list[torch.Tensor], biases: list[torch.Tensor],
+                modes: list[int], silu: bool) -> torch.Tensor:
+    """(directions, batch, L, dim) from the Triton kernel; weights (dim, K) contiguous, biases empty for none."""
+    directions = len(inputs)
+    batch, length, dim = inputs[0].shape
+    out = torch.empty((directions, batch, length, dim), device=inputs[0].device, dtype=inputs[0].dtype)
+    has_bias = len(biases) > 0
+    grid = (triton.cdiv(length, CL_BLOCK_L), triton.cdiv(dim, CL_BLOCK_D), directions * batch)
+    _conv_cl_kernel[grid](
+        inputs[0], weights[0], biases[0] if has_bias else weights[0], out, _element_offset(inputs[0], inputs[-1]),
+        inputs[0].stride(0), inputs[0].stride(1), _element_offset(weights[0], weights[-1]),
+        _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim,
+        K=weights[0].shape[-1], HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
+    return out
 
-    @staticmethod
-    def forward(ctx, silu, paddings, *tensors):
-        directions = len(paddings)
-        inputs = tensors[:directions]
-        weights, biases = tensors[directions::2], tensors[directions + 1::2]
-        batch, length, dim = inputs[0].shape
-        out = torch.empty((directions, batch, length, dim), device=inputs[0].device, dtype=inputs[0].dtype)
-        has_bias = biases[0] is not None
-        modes = [PADDINGS.index(p) for p in paddings]
-        grid = (triton.cdiv(length, CL_BLOCK_L), triton.cdiv(dim, CL_BLOCK_D), directions * batch)
-        _conv_cl_kernel[grid](
-            inputs[0], weights[0], biases[0] if has_bias else weights[0], out, _element_offset(inputs[0], inputs[-1]),
-            inputs[0].stride(0), inputs[0].stride(1), _element_offset(weights[0], weights[-1]),
-            _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim,
-            K=weights[0].shape[-1], HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
-        ctx.save_for_backward(*inputs, *weights, *(biases if has_bias else ()))
-        ctx.meta = (silu, paddings, has_bias)
-        return out
 
-    @staticmethod
-    def backward(ctx, dout):
-        silu, paddings, has_bias = ctx.meta
-        directions = len(paddings)
-        saved = ctx.saved_tensors
-        inputs, weights = saved[:directions], saved[directions:2 * directions]
-        biases = saved[2 * directions:] if has_bias else (None,) * directions
-        dinputs, dparams = [], []
-        with torch.enable_grad():
-            for d in range(directions):
-                x = inputs[d].detach().transpose(1, 2).requires_grad_()
-                weight = weights[d].detach().requires_grad_()
-                bias = biases[d].detach().requires_grad_() if has_bias else None
-                out = conv1d_reference(x, weight, bias, paddings[d], 'silu' if silu else None)
-                grads = torch.autograd.grad(out, [x, weight] + ([bias] if has_bias else []), dout[d].transpose(1, 2))
-                dinputs.append(grads[0].transpose(1, 2))
-                dparams += [grads[1], grads[2] if has_bias else None]
-        return (None, None, *dinputs, *dparams)
+@_conv_cl_op.register_fake
+def _(inputs, weights, biases, modes, silu):
+    return inputs[0].new_empty((len(inputs),) + tuple(inputs[0].shape))
+
+
+def _conv_cl_setup(ctx, inputs, output):
+    xs, weights, biases, modes, silu = inputs
+    ctx.directions, ctx.has_bias, ctx.modes, ctx.silu = len(xs), len(biases) > 0, modes, silu
+    ctx.save_for_backward(*xs, *weights, *biases)
+
+
+def _conv_cl_backward(ctx, dout):
+    """Explicit torch gradients (traceable by torch.compile), in float32, per direction: the padded depthwise conv
+    recomputed for SiLU's derivative, then conv1d_input / conv1d_weight."""
+    n = ctx.directions
+    saved = ctx.saved_tensors
+    xs, weights, biases = saved[:n], saved[n:2 * n], saved[2 * n:]
+    dxs, dws, dbs = [], [], []
+    for d in range(n):
+        x, weight = xs[d].transpose(1, 2).float(), weights[d].float()
+        kernel, dim = weight.shape[-1], weight.shape[0]
+        mode = PADDINGS[ctx.modes[d]]
+        if mode == 'reverse':
+            weight, pad = weight.flip(-1), (0, kernel - 1)
+        else:
+            left = kernel - 1 if mode == 'causal' else (kernel - 1) // 2
+            pad = (left, kernel - 1 - left)
+        padded = F.pad(x, pad)
+        kernel3 = weight.unsqueeze(1)
+        grad = dout[d].transpose(1, 2).float()
+        if ctx.silu:
+            pre = F.conv1d(padded, kernel3, biases[d].float() if ctx.has_bias else None, groups=dim)
+            sig = torch.sigmoid(pre)
+            grad = grad * sig * (1 + pre * (1 - sig))
+        dx = torch.nn.grad.conv1d_input(padded.shape, kernel3, grad, groups=dim)
+        dxs.append(dx[..., pad[0]:pad[0] + x.shape[-1]].transpose(1, 2).to(xs[d].dtype))
+        dw = torch.nn.grad.conv1d_weight(padded, kernel3.shape, grad, groups=dim).squeeze(1)
+        dws.append((dw.flip(-1) if mode == 'reverse' else dw).to(weights[d].dtype))
+        if ctx.has_bias:
+            dbs.append(grad.sum((0, 2)).to(biases[d].dtype))
+    return dxs, dws, dbs, None, None
+
+
+_conv_cl_op.register_autograd(_conv_cl_backward, setup_context=_conv_cl_setup)
 
 
 def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | None = None) -> torch.Tensor:
@@ -186,7 +206,8 @@ def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | No
 
     Returns:
         (directions, batch, L, dim), contiguous, the inputs' dtype. Computed in float32 by a Triton kernel (CUDA,
-        or the CPU under TRITON_INTERPRET=1); the backward recomputes :func:`conv1d_reference`.
+        or the CPU under TRITON_INTERPRET=1) behind the custom op ``mmssm::conv1d_channels_last`` (so
+        ``torch.compile(fullgraph=True)`` traces it); the backward is explicit torch in float32.
     """
     name = 'conv1d_channels_last'
     if activation not in ACTIVATIONS:
@@ -209,7 +230,5 @@ def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | No
                          f'{[tuple(w.shape) for w in weights]}.')
     if (biases[0] is None) != (biases[-1] is None):
         raise ValueError(f'{name}: give a bias to every direction or to none.')
-    params = []
-    for w, b in zip(weights, biases):
-        params += [w.contiguous(), b]
-    return _ConvChannelsLast.apply(activation == 'silu', tuple(paddings), *inputs, *params)
+    return _conv_cl_op(list(inputs), [w.contiguous() for w in weights], [] if biases[0] is None else list(biases),
+                       [PADDINGS.index(p) for p in paddings], activation == 'silu')

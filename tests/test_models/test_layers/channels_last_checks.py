@@ -39,6 +39,11 @@ def check_conv(device):
         params = [xz, *weights]
         for a, b in zip(torch.autograd.grad((out * g).sum(), params), torch.autograd.grad((ref * g).sum(), params)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # the custom op: schema, fake implementation against the real one, autograd registration
+    from mmssm.ops.causal_conv1d import _conv_cl_op
+    arguments = ([xz[..., :dim].detach().requires_grad_()] * 2, [w.detach().squeeze(1).requires_grad_()
+                                                                  for w in weights], [], [0, 1], True)
+    torch.library.opcheck(_conv_cl_op, arguments)
     print('ok conv', flush=True)
 
 

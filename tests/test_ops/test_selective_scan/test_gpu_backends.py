@@ -220,12 +220,13 @@ def test_auto_picks_a_compiled_backend_on_gpu():
         selective_scan(**double, backend='triton')
 
 
-def test_torch_compile_fullgraph_through_a_vim_block():
+@pytest.mark.parametrize('scan_backend', ['auto', 'triton'])
+def test_torch_compile_fullgraph_through_a_vim_block(scan_backend):
     """A bidirectional Mamba mixer (Vim's block) compiles with fullgraph=True through the custom ops, and gives
-    the eager result, forward and backward."""
+    the eager result, forward and backward; 'triton' is the channels-last path (conv and scan custom ops)."""
     from mmssm.models.layers import MambaMixer
     torch.manual_seed(0)
-    mixer = MambaMixer(64, d_state=16, bidirectional=True, discretization='foh').cuda()
+    mixer = MambaMixer(64, d_state=16, bidirectional=True, discretization='foh', scan_backend=scan_backend).cuda()
     x = torch.randn(2, 197, 64, device='cuda', requires_grad=True)
     eager = mixer(x)
     grads = torch.autograd.grad(eager.sum(), [x] + list(mixer.parameters()))
