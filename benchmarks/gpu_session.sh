@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/mmssm_gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"  # (8 files come back)
 run() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
   local start=$(date +%s)
@@ -21,21 +21,22 @@ run() {  # name, limit in seconds, command...
 for step in $steps; do
   case $step in
     build) run build 200 python -m mmssm.ops.selective_scan.cuda_scan --build --quiet ;;
-    tests) run tests 300 python -m pytest -p no:cacheprovider -q -rs -m "gpu or not gpu" \
+    tests) run tests 180 python -m pytest -p no:cacheprovider -q -rs -m "gpu or not gpu" \
              tests/test_models/test_backbones/test_variants_gpu.py tests/test_ops/test_selective_scan/test_keep_mask.py \
-             tests/test_ops/test_fused.py tests/test_models/test_layers/test_mamba_mixer_channels_last.py ;;
-    diagnose) run diagnose 120 python benchmarks/diagnose_top_bf16.py ;;
+             tests/test_ops/test_fused.py tests/test_models/test_layers/test_mamba_mixer_channels_last.py \
+             tests/test_ops/test_selective_scan/test_gpu_backends.py::test_torch_compile_fullgraph_through_a_vim_block ;;
+    diagnose) run diagnose 60 python benchmarks/diagnose_top_bf16.py ;;
     scantests) run scantests 420 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" -k triton \
                  tests/test_ops/test_selective_scan/test_gpu_backends.py ;;
-    dyvm) run dyvm 200 python benchmarks/dyvm_gpu.py ;;
-    prune) run prune 240 python benchmarks/prune_export_gpu.py --out "$OUT/prune_export_gpu.json" ;;
-    token) run token_vim 200 python benchmarks/token_pruning_gpu.py --json "$OUT/token_pruning_vim.json"
-           run token_pm 200 python benchmarks/token_pruning_gpu.py --model plainmamba --arch l3 \
+    dyvm) run dyvm 180 python benchmarks/dyvm_gpu.py ;;
+    prune) run prune 180 python benchmarks/prune_export_gpu.py --out "$OUT/prune_export_gpu.json" ;;
+    token) run token_vim 150 python benchmarks/token_pruning_gpu.py --json "$OUT/token_pruning_vim.json"
+           run token_pm 150 python benchmarks/token_pruning_gpu.py --model plainmamba --arch l3 \
              --json "$OUT/token_pruning_pm.json" ;;
     scan) run scan 300 python benchmarks/scan_gpu.py --backends cuda triton triton-seq --methods zoh --dtypes bf16 \
             --repeats 5 --rounds 3 --sdist-dir .kit/sdist --json "$OUT/scan_gpu.json" ;;
-    vim) run vim 240 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_triton_graph,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
-           --sizes 224:128,1248:8 --max-seconds 3 --json "$OUT/vim_gpu.json" ;;
+    vim) run vim 150 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_triton_graph,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
+           --sizes 224:128,1248:8 --max-seconds 2 --json "$OUT/vim_gpu.json" ;;
     mambavision) run mambavision 300 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
                    --max-seconds 3 --deadline 150 --models mambavision_t,mambavision_t_mamba,mambavision_s,\
 mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision_t,mambavision_t_mamba \

@@ -72,8 +72,39 @@ def check_mixer(device, method, bidirectional):
     print('ok', label, flush=True)
 
 
+def check_no_copies(device):
+    """The channels-last forward of MambaMixer moves no activation: no copy, clone, cast, cat, flip or pad among
+    the aten ops it runs (float32 weights; views are free), one conv and one scan op. (MambaVisionMixer keeps
+    one cat, of its two halves before out_proj.)"""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    forbidden = {'aten.copy_', 'aten.clone', 'aten._to_copy', 'aten.cat', 'aten.stack', 'aten.flip',
+                 'aten.constant_pad_nd', 'aten.contiguous', 'aten.index_select', 'aten.permute'}
+    mixer = MambaMixer(8, d_state=4, scan_backend='triton').to(device)
+    x = torch.randn(2, 6, 8, device=device)
+    with torch.no_grad(), Record() as record:
+        mixer(x)
+    assert not forbidden & set(record.ops), sorted(record.ops.items())
+    assert record.ops['mmssm.conv1d_channels_last'] == 1 and record.ops['mmssm.selective_scan_fwd'] == 1, \
+        sorted(record.ops.items())
+    print('ok no copies', flush=True)
+
+
 if __name__ == '__main__':
     device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
+    check_no_copies(device)
     check_conv(device)
     for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False), ('zoh', None)):
         check_mixer(device, method, bidirectional)
