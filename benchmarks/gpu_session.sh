@@ -33,7 +33,7 @@ for step in $steps; do
     token) run token_vim 150 python benchmarks/token_pruning_gpu.py --json "$OUT/token_pruning_vim.json"
            run token_pm 150 python benchmarks/token_pruning_gpu.py --model plainmamba --arch l3 \
              --json "$OUT/token_pruning_pm.json" ;;
-    scan) run scan 300 python benchmarks/scan_gpu.py --backends cuda triton triton-seq --methods zoh --dtypes bf16 \
+    scan) run scan 300 python benchmarks/scan_gpu.py --backends cuda triton triton-cl --methods zoh bilinear --dtypes bf16 \
             --repeats 5 --rounds 3 --sdist-dir .kit/sdist --json "$OUT/scan_gpu.json" ;;
     vim) run vim 150 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_triton_graph,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
            --sizes 224:128,1248:8 --max-seconds 2 --json "$OUT/vim_gpu.json" ;;

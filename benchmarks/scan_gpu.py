@@ -114,6 +114,16 @@ def bench_mmssm(backend, method, directions, z, repeats, rounds):
     return result
 
 
+def channels_last(directions, z):
+    """The same values in the layouts of a Vim block's channels-last path (pseudo-backend 'triton-cl'): u, delta
+    and z as (batch, L, dim) memory, B and C as (batch, L, N) memory, all viewed (batch, dim, L) / (batch, 1, N, L)."""
+    def rows(t):
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+    converted = [{k: rows(v) if k in ('u', 'delta', 'B', 'C') else v for k, v in d.items()} for d in directions]
+    return converted, rows(z)
+
+
 def sequential(backend, fn, *args):
     """``fn(*args)``; for the pseudo-backend 'triton-seq', with the Triton forward's chunking off (each program
     walks whole sequences, as before the chunk-parallel forward)."""
@@ -134,7 +144,8 @@ def main():
     parser.add_argument('--build-dir', default='/tmp/mamba_build')
     parser.add_argument('--no-mamba', action='store_true', help='skip building and timing mamba-ssm')
     parser.add_argument('--backends', nargs='+', default=None, help='default: every compiled backend available; '
-                        "'triton-seq' is the Triton backend with its chunk-parallel forward off")
+                        "'triton-seq' is the Triton backend with its chunk-parallel forward off, 'triton-cl' the "
+                        'Triton backend on channels-last inputs (the layouts of the mixers\' channels-last path)')
     parser.add_argument('--methods', nargs='+', default=None)
     parser.add_argument('--dtypes', nargs='+', default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument('--shapes', nargs='+', default=None, help='B,D,L,N ...')
@@ -169,9 +180,11 @@ def main():
                 entries.append(('mamba-ssm', 'zoh', lambda d=directions, zz=z: bench_mamba(
                     scan_cuda, d, zz, args.repeats, args.rounds)))
             for backend in backends:
+                inputs = channels_last(directions, z) if backend == 'triton-cl' else (directions, z)
                 for method in methods:
-                    entries.append((backend, method, lambda b=backend, m=method, d=directions, zz=z: sequential(
-                        b, bench_mmssm, b.replace('-seq', ''), m, d, zz, args.repeats, args.rounds)))
+                    entries.append((backend, method, lambda b=backend, m=method, d=inputs[0], zz=inputs[1]: sequential(
+                        b, bench_mmssm, b.replace('-seq', '').replace('-cl', ''), m, d, zz, args.repeats,
+                        args.rounds)))
             reference = None
             for impl, method, run in entries:
                 result = run()
