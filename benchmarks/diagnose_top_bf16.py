@@ -6,7 +6,6 @@ error, whether bf16 kept the same tokens as float32, and the error when bf16 is 
 
     python benchmarks/diagnose_top_bf16.py
 """
-import contextlib
 import copy
 import sys
 
@@ -16,32 +15,12 @@ sys.path.insert(0, '.')
 sys.path.insert(0, 'tests/test_models/test_backbones')
 
 
-@contextlib.contextmanager
-def selections(record=None, replay=None):
-    """Record the kept indices of every ToP selection into ``record``, or replay them from ``replay``."""
-    from mmssm.models.token_pruning import top, top_plain_mamba
-    original = top.select_tokens
-    calls = iter(replay or ())
-
-    def select(*args, **kwargs):
-        keep = next(calls) if replay is not None else original(*args, **kwargs)
-        if record is not None:
-            record.append(keep.clone())
-        return keep
-
-    top.select_tokens = top_plain_mamba.select_tokens = select
-    try:
-        yield
-    finally:
-        top.select_tokens = top_plain_mamba.select_tokens = original
-
-
 def error(reference, low):
     return max(((b.float() - a).norm() / a.norm()).item() for a, b in zip(reference, low))
 
 
 def diagnose(name, cfg, device='cuda'):
-    from test_variants_gpu import SIZE
+    from test_variants_gpu import SIZE, selections
 
     import mmssm.models  # noqa: F401
     from mmssm.registry import MODELS

@@ -30,6 +30,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, '.')
@@ -122,6 +123,37 @@ def measure(model, batch, size, dtype, min_iters, min_seconds, max_seconds, warm
     return dict(img_per_s=batch * iters / elapsed, peak_mib=peak, iters=iters, out=out.float())
 
 
+def measure_train(model, batch, size, min_iters, min_seconds, max_seconds, warmup):
+    """Training steps (fp32 weights, bf16 autocast, cross-entropy, fused AdamW): img/s and peak MiB."""
+    x = torch.randn(batch, 3, size, size, device='cuda')
+    labels = torch.randint(0, 1000, (batch,), device='cuda')
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    iters, elapsed, wall = 0, 0.0, time.perf_counter()
+    while iters < min_iters or elapsed < min_seconds:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        elapsed += start.elapsed_time(end) / 1000
+        iters += 1
+        if time.perf_counter() - wall > max_seconds:
+            break
+    return dict(img_per_s=batch * iters / elapsed, peak_mib=torch.cuda.max_memory_allocated() / 2 ** 20, iters=iters)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='vim_t,vim_t_mamba,deit_t,deit_t_matmul,vim_s,vim_s_mamba,deit_s,'
@@ -134,6 +166,8 @@ def main():
     parser.add_argument('--min-seconds', type=float, default=1.0)
     parser.add_argument('--max-seconds', type=float, default=10.0)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--train-models', default='', help='models timed in training steps too (comma-separated)')
+    parser.add_argument('--train-size', default='224:128', help='size:batch of the training steps')
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
     logging.getLogger('mmengine').setLevel(logging.WARNING)  # no per-parameter init report
@@ -187,6 +221,19 @@ def main():
             print(f'{size:5d} x{batch:<4d} {name:15s} {speed} {memory}  ({run["iters"]} passes){extra}', flush=True)
             del model
             torch.cuda.empty_cache()
+    size, batch = (int(v) for v in args.train_size.split(':'))
+    for name in filter(None, args.train_models.split(',')):
+        model = (build_vim if name.startswith('vim') else build_deit)(name, size).cuda().train()
+        try:
+            run = measure_train(model, batch, size, args.min_iters, args.min_seconds, args.max_seconds, args.warmup)
+        except torch.cuda.OutOfMemoryError:
+            run = dict(img_per_s=None, peak_mib=None, iters=0, error='OOM')
+        run.update(model=name, size=size, batch=batch, mode='training')
+        results['runs'].append(run)
+        speed = 'OOM' if run['img_per_s'] is None else f'{run["img_per_s"]:10.1f} img/s {run["peak_mib"]:9.0f} MiB'
+        print(f'train {size:5d} x{batch:<4d} {name:15s} {speed}  ({run["iters"]} steps)', flush=True)
+        del model
+        torch.cuda.empty_cache()
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1)

@@ -20,8 +20,10 @@ CONV_TYPES = ('conv', 'inverted_residual')
 def channels_last_path(scan_backend: str, hidden_states: torch.Tensor) -> bool:
     """Whether a mixer runs its convolutions and scan on the (batch, L, channels) layout the matmuls produce
     (Triton kernels that read strided tensors, no transposes): when the scan backend is Triton, asked for or first
-    of the device's backends under 'auto' (``MMSSM_SCAN_BACKEND`` included), and the input is not float64."""
-    if hidden_states.dtype == torch.float64 or not channels_last_available(hidden_states):
+    of the device's backends under 'auto' (``MMSSM_SCAN_BACKEND`` included), the input is not float64 and no jit
+    trace is running."""
+    if hidden_states.dtype == torch.float64 or not channels_last_available(hidden_states) \
+            or torch.jit.is_tracing():  # FLOP counting traces the transposing path, whose ops it counts
         return False
     if scan_backend == 'auto':
         scan_backend = os.environ.get('MMSSM_SCAN_BACKEND') or 'auto'

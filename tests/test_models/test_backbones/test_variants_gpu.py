@@ -1,6 +1,7 @@
 """The cv24 variants, PlainMamba and the token-pruning backbones on a CUDA device: float64 forward and every
 gradient equal to the same model on the CPU (whose math the CPU tests check against references), and a bf16
 autocast forward that stays finite. GPU only."""
+import contextlib
 import copy
 
 import pytest
@@ -30,6 +31,26 @@ CASES = {
 }
 CASES['top_plainmamba'] = dict(CASES['plainmamba'], type='mmssm.ToPPlainMamba',
                                token_pruning=dict(type='mmssm.ToP', layers=(0, ), keep_ratio=0.5))
+
+
+@contextlib.contextmanager
+def selections(record=None, replay=None):
+    """Record the kept indices of every ToP selection into ``record``, or replay them from ``replay``."""
+    from mmssm.models.token_pruning import top, top_plain_mamba
+    original = top.select_tokens
+    calls = iter(replay or ())
+
+    def select(*args, **kwargs):
+        keep = next(calls) if replay is not None else original(*args, **kwargs)
+        if record is not None:
+            record.append(keep.clone())
+        return keep
+
+    top.select_tokens = top_plain_mamba.select_tokens = select
+    try:
+        yield
+    finally:
+        top.select_tokens = top_plain_mamba.select_tokens = original
 
 
 def _outputs(model, images):
@@ -71,9 +92,14 @@ def test_cuda_bf16_autocast_is_finite_and_close(name):
     assert all(torch.isfinite(o).all() for o in outs)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.eval()
+    # ToP's top-k is discrete: a near-tie can flip in bf16 and move whole tokens (top_plainmamba on the GPU: one
+    # sample's selection, error 0.27, 0.010 with float32's selection; benchmarks/diagnose_top_bf16.py), so bf16
+    # is compared at float32's selection (none is made for the other models)
+    kept = []
     with torch.no_grad():
-        reference = model(images)
-        with torch.autocast('cuda', dtype=torch.bfloat16):
+        with selections(record=kept):
+            reference = model(images)
+        with selections(replay=kept), torch.autocast('cuda', dtype=torch.bfloat16):
             low = model(images)
     for a, b in zip(reference, low):
         error = (b.float() - a).norm() / a.norm().clamp_min(1e-12)
