@@ -95,14 +95,16 @@ def patch_mixers(scan_cuda, conv_cuda):
         conv_cuda.causal_conv1d_fwd(x, weight.contiguous(), bias, None, None, out, None, activation == 'silu')
         return out.flip(-1) if reverse else out
 
-    originals = (mixer_module.selective_scan, mixer_module.selective_scan_bidirectional, mixer_module.causal_conv1d)
+    names = ('selective_scan', 'selective_scan_bidirectional', 'causal_conv1d', 'channels_last_path')
+    originals = [getattr(mixer_module, name) for name in names]
     mixer_module.selective_scan = scan
     mixer_module.selective_scan_bidirectional = bidirectional
     mixer_module.causal_conv1d = conv
+    mixer_module.channels_last_path = lambda *args: False  # the original Vim's transposing mixer
 
     def restore():
-        mixer_module.selective_scan, mixer_module.selective_scan_bidirectional, mixer_module.causal_conv1d = \
-            originals
+        for name, original in zip(names, originals):
+            setattr(mixer_module, name, original)
     return restore
 
 

@@ -2,7 +2,10 @@
 mamba-ssm's kernels, all in one run.
 
 Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference_mode``):
-  vim_t / vim_s           mmssm's Vim-T / Vim-S with the scan backend that ``auto`` picks on this GPU
+  vim_t / vim_s           mmssm's Vim-T / Vim-S with the scan backend that ``auto`` picks on this GPU (with the
+                          CUDA extension built: the mixers' channels-last Triton path up to 1024 tokens, the
+                          extension above)
+  vim_t_cuda / vim_s_cuda mmssm's model on the CUDA extension (scan_backend='cuda': transposing mixers)
   vim_t_mamba / vim_s_mamba  the same models (same weights) with mamba-ssm's selective-scan and causal-conv1d
                           CUDA kernels, built from their sdists (benchmarks/mamba_kernels.py) and called as the
                           original Vim calls them (backward direction by flipping)
@@ -52,7 +55,7 @@ class Classifier(nn.Module):
 
 def vim_base(name):
     """The model a Vim entry builds (its weights and outputs are shared by all its variants)."""
-    for suffix in ('_mamba', '_unfused', '_triton', '_graph'):
+    for suffix in ('_mamba', '_unfused', '_triton', '_graph', '_cuda'):
         name = name.replace(suffix, '')
     return name
 
@@ -62,7 +65,8 @@ def build_vim(name, size):
     torch.manual_seed(0)
     backbone = Vim(VIM_ARCHS[vim_base(name)], img_size=size, patch_size=16,
                    fused_add_norm=not name.endswith('_unfused'),
-                   mixer_cfg=dict(scan_backend='triton') if '_triton' in name else None)
+                   mixer_cfg=dict(scan_backend='triton') if '_triton' in name else
+                   dict(scan_backend='cuda') if '_cuda' in name else None)
     backbone.init_weights()
     return Classifier(backbone)
 

@@ -17,19 +17,30 @@ CONV_TYPES = ('conv', 'inverted_residual')
 
 
 
+# 'auto' takes the channels-last Triton path over the CUDA extension for inference up to this many tokens: Vim
+# inference on an H100 (docs/benchmarks.md) was 1.4-1.7x faster with it at 197 tokens, 0.4-0.6x at 6085 (the
+# Triton scan's long-sequence speed), MambaVision's 1.0-1.07x at its 196/49-token windows; training with it was
+# slower (MambaVision-T 0.78x: the convolution's backward), so 'auto' does not take it for training.
+CHANNELS_LAST_MAX_L = 1024
+
+
 def channels_last_path(scan_backend: str, hidden_states: torch.Tensor) -> bool:
     """Whether a mixer runs its convolutions and scan on the (batch, L, channels) layout the matmuls produce
-    (Triton kernels that read strided tensors, no transposes): when the scan backend is Triton, asked for or first
-    of the device's backends under 'auto' (``MMSSM_SCAN_BACKEND`` included), the input is not float64 and no jit
-    trace is running."""
+    (Triton kernels that read strided tensors, no transposes). Always on the Triton backend (asked for, or under
+    'auto' when the CUDA extension is not built); under 'auto' with the extension built, for inference (no gradient
+    to the input) of at most CHANNELS_LAST_MAX_L tokens. Never for float64 or under a jit trace."""
     if hidden_states.dtype == torch.float64 or not channels_last_available(hidden_states) \
             or torch.jit.is_tracing():  # FLOP counting traces the transposing path, whose ops it counts
         return False
     if scan_backend == 'auto':
         scan_backend = os.environ.get('MMSSM_SCAN_BACKEND') or 'auto'
-    if scan_backend == 'auto':
-        scan_backend = available_backends(hidden_states.device)[0]
-    return scan_backend == 'triton'
+    if scan_backend != 'auto':
+        return scan_backend == 'triton'
+    first = available_backends(hidden_states.device)[0]
+    if first == 'triton':
+        return True
+    inference = not (torch.is_grad_enabled() and hidden_states.requires_grad)
+    return first == 'cuda' and inference and hidden_states.shape[1] <= CHANNELS_LAST_MAX_L
 
 
 @MODELS.register_module()
