@@ -122,6 +122,78 @@ if triton is not None:
                  mask=(steps < length)[:, None] & channel_mask[None, :])
 
 
+if triton is not None:
+
+    @triton.jit
+    def _conv_cl_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, gpre_ptr, dw_ptr, db_ptr, x_off, x_sb, x_sl, w_off,
+                            b_off, mode0, mode1, batch_size, length, dim, K: tl.constexpr, HAS_BIAS: tl.constexpr,
+                            SILU: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        """The gradient before the activation, gpre = dout * SiLU'(pre) (pre recomputed as the forward does), into
+        a float32 (directions, batch, L, dim) buffer, and its sums into dw (directions, dim, K) and db
+        (directions, dim), added atomically per program."""
+        steps = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+        channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        direction = tl.program_id(2) // batch_size
+        batch = (tl.program_id(2) % batch_size).to(tl.int64)
+        mode = tl.where(direction == 0, mode0, mode1)
+        left = tl.where(mode == 0, K - 1, (K - 1) // 2)
+        channel_mask = channels < dim
+        step_mask = steps < length
+        x_rows = x_ptr + direction * x_off + batch * x_sb
+        rows = (direction * batch_size + batch) * length + steps.to(tl.int64)
+        tile = rows[:, None] * dim + channels[None, :]
+        tile_mask = step_mask[:, None] & channel_mask[None, :]
+        g = tl.load(dout_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        if SILU:
+            pre = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+            for k in tl.static_range(K):
+                source = tl.where(mode == 1, steps + (K - 1) - k, steps + k - left)
+                valid = (source >= 0) & (source < length)
+                xv = tl.load(x_rows + source[:, None].to(tl.int64) * x_sl + channels[None, :],
+                             mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+                wk = tl.load(w_ptr + direction * w_off + channels * K + k, mask=channel_mask,
+                             other=0.0).to(tl.float32)
+                pre += xv * wk[None, :]
+            if HAS_BIAS:
+                pre += tl.load(b_ptr + direction * b_off + channels, mask=channel_mask,
+                               other=0.0).to(tl.float32)[None, :]
+            sig = tl.sigmoid(pre)
+            g = g * sig * (1.0 + pre * (1.0 - sig))
+        g = tl.where(tile_mask, g, 0.0)
+        tl.store(gpre_ptr + tile, g, mask=tile_mask)
+        for k in tl.static_range(K):
+            source = tl.where(mode == 1, steps + (K - 1) - k, steps + k - left)
+            valid = (source >= 0) & (source < length)
+            xv = tl.load(x_rows + source[:, None].to(tl.int64) * x_sl + channels[None, :],
+                         mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+            tl.atomic_add(dw_ptr + (direction * dim + channels) * K + k, tl.sum(g * xv, axis=0), mask=channel_mask)
+        if HAS_BIAS:
+            tl.atomic_add(db_ptr + direction * dim + channels, tl.sum(g, axis=0), mask=channel_mask)
+
+    @triton.jit
+    def _conv_cl_dx_kernel(gpre_ptr, w_ptr, dx_ptr, w_off, mode0, mode1, batch_size, length, dim,
+                           K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        """dx[direction, b, s, d] = sum_k w[d, k] gpre[direction, b, t, d] over the steps t whose tap k read s."""
+        steps = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+        channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        direction = tl.program_id(2) // batch_size
+        batch = (tl.program_id(2) % batch_size).to(tl.int64)
+        mode = tl.where(direction == 0, mode0, mode1)
+        left = tl.where(mode == 0, K - 1, (K - 1) // 2)
+        channel_mask = channels < dim
+        base = (direction * batch_size + batch) * length
+        acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+        for k in tl.static_range(K):
+            reader = tl.where(mode == 1, steps - (K - 1) + k, steps - k + left)  # the step t with source(t, k) = s
+            valid = (reader >= 0) & (reader < length)
+            gv = tl.load(gpre_ptr + (base + reader[:, None].to(tl.int64)) * dim + channels[None, :],
+                         mask=valid[:, None] & channel_mask[None, :], other=0.0)
+            wk = tl.load(w_ptr + direction * w_off + channels * K + k, mask=channel_mask, other=0.0).to(tl.float32)
+            acc += gv * wk[None, :]
+        tl.store(dx_ptr + (base + steps[:, None].to(tl.int64)) * dim + channels[None, :],
+                 acc.to(dx_ptr.dtype.element_ty), mask=(steps < length)[:, None] & channel_mask[None, :])
+
+
 def _element_offset(first: torch.Tensor, second: torch.Tensor) -> int:
     difference = second.data_ptr() - first.data_ptr()
     if difference % first.element_size():
@@ -157,35 +229,50 @@ def _conv_cl_setup(ctx, inputs, output):
     ctx.save_for_backward(*xs, *weights, *biases)
 
 
+@torch.library.custom_op('mmssm::conv1d_channels_last_bwd', mutates_args=())
+def _conv_cl_bwd_op(dout: torch.Tensor, inputs: list[torch.Tensor], weights: list[torch.Tensor],
+                    biases: list[torch.Tensor], modes: list[int], silu: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                       torch.Tensor]:
+    """(dx (directions, batch, L, dim) in the inputs' dtype, dw (directions, dim, K) and db (directions, dim)
+    float32) of :func:`_conv_cl_op`, in two Triton kernels."""
+    directions = len(inputs)
+    batch, length, dim = inputs[0].shape
+    kernel = weights[0].shape[-1]
+    device = inputs[0].device
+    dout = dout.contiguous()
+    has_bias = len(biases) > 0
+    gpre = torch.empty((directions, batch, length, dim), device=device, dtype=torch.float32)
+    dx = torch.empty((directions, batch, length, dim), device=device, dtype=inputs[0].dtype)
+    dw = torch.zeros((directions, dim, kernel), device=device, dtype=torch.float32)
+    db = torch.zeros((directions, dim), device=device, dtype=torch.float32)
+    grid = (triton.cdiv(length, CL_BLOCK_L), triton.cdiv(dim, CL_BLOCK_D), directions * batch)
+    w_off = _element_offset(weights[0], weights[-1])
+    _conv_cl_bwd_kernel[grid](
+        inputs[0], weights[0], biases[0] if has_bias else weights[0], dout, gpre, dw, db,
+        _element_offset(inputs[0], inputs[-1]), inputs[0].stride(0), inputs[0].stride(1), w_off,
+        _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim,
+        K=kernel, HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
+    _conv_cl_dx_kernel[grid](gpre, weights[0], dx, w_off, modes[0], modes[-1], batch, length, dim, K=kernel,
+                             BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
+    return dx, dw, db
+
+
+@_conv_cl_bwd_op.register_fake
+def _(dout, inputs, weights, biases, modes, silu):
+    directions, (dim, kernel) = len(inputs), weights[0].shape
+    return (inputs[0].new_empty((directions,) + tuple(inputs[0].shape)),
+            inputs[0].new_empty((directions, dim, kernel), dtype=torch.float32),
+            inputs[0].new_empty((directions, dim), dtype=torch.float32))
+
+
 def _conv_cl_backward(ctx, dout):
-    """Explicit torch gradients (traceable by torch.compile), in float32, per direction: the padded depthwise conv
-    recomputed for SiLU's derivative, then conv1d_input / conv1d_weight."""
     n = ctx.directions
     saved = ctx.saved_tensors
-    xs, weights, biases = saved[:n], saved[n:2 * n], saved[2 * n:]
-    dxs, dws, dbs = [], [], []
-    for d in range(n):
-        x, weight = xs[d].transpose(1, 2).float(), weights[d].float()
-        kernel, dim = weight.shape[-1], weight.shape[0]
-        mode = PADDINGS[ctx.modes[d]]
-        if mode == 'reverse':
-            weight, pad = weight.flip(-1), (0, kernel - 1)
-        else:
-            left = kernel - 1 if mode == 'causal' else (kernel - 1) // 2
-            pad = (left, kernel - 1 - left)
-        padded = F.pad(x, pad)
-        kernel3 = weight.unsqueeze(1)
-        grad = dout[d].transpose(1, 2).float()
-        if ctx.silu:
-            pre = F.conv1d(padded, kernel3, biases[d].float() if ctx.has_bias else None, groups=dim)
-            sig = torch.sigmoid(pre)
-            grad = grad * sig * (1 + pre * (1 - sig))
-        dx = torch.nn.grad.conv1d_input(padded.shape, kernel3, grad, groups=dim)
-        dxs.append(dx[..., pad[0]:pad[0] + x.shape[-1]].transpose(1, 2).to(xs[d].dtype))
-        dw = torch.nn.grad.conv1d_weight(padded, kernel3.shape, grad, groups=dim).squeeze(1)
-        dws.append((dw.flip(-1) if mode == 'reverse' else dw).to(weights[d].dtype))
-        if ctx.has_bias:
-            dbs.append(grad.sum((0, 2)).to(biases[d].dtype))
+    xs, weights, biases = list(saved[:n]), list(saved[n:2 * n]), list(saved[2 * n:])
+    dx, dw, db = _conv_cl_bwd_op(dout, xs, weights, biases, ctx.modes, ctx.silu)
+    dxs = list(dx.unbind(0))  # each direction's input gets its own (autograd sums a shared one)
+    dws = [g.to(w.dtype) for g, w in zip(dw.unbind(0), weights)]
+    dbs = [g.to(b.dtype) for g, b in zip(db.unbind(0), biases)] if ctx.has_bias else []
     return dxs, dws, dbs, None, None
 
 
@@ -206,8 +293,9 @@ def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | No
 
     Returns:
         (directions, batch, L, dim), contiguous, the inputs' dtype. Computed in float32 by a Triton kernel (CUDA,
-        or the CPU under TRITON_INTERPRET=1) behind the custom op ``mmssm::conv1d_channels_last`` (so
-        ``torch.compile(fullgraph=True)`` traces it); the backward is explicit torch in float32.
+        or the CPU under TRITON_INTERPRET=1) behind the custom ops ``mmssm::conv1d_channels_last`` and its
+        ``_bwd`` (so ``torch.compile(fullgraph=True)`` traces them); the backward recomputes the pre-activation
+        and writes channels-last too.
     """
     name = 'conv1d_channels_last'
     if activation not in ACTIVATIONS:

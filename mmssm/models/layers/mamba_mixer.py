@@ -20,7 +20,8 @@ CONV_TYPES = ('conv', 'inverted_residual')
 # 'auto' takes the channels-last Triton path over the CUDA extension for inference up to this many tokens: Vim
 # inference on an H100 (docs/benchmarks.md) was 1.4-1.7x faster with it at 197 tokens, 0.4-0.6x at 6085 (the
 # Triton scan's long-sequence speed), MambaVision's 1.0-1.07x at its 196/49-token windows; training with it was
-# slower (MambaVision-T 0.78x: the convolution's backward), so 'auto' does not take it for training.
+# slower (MambaVision-T 0.78x, with the convolutions' backward then in torch; the Triton backward since is not yet
+# timed), so 'auto' does not take it for training.
 CHANNELS_LAST_MAX_L = 1024
 
 

@@ -44,6 +44,18 @@ def check_conv(device):
     arguments = ([xz[..., :dim].detach().requires_grad_()] * 2, [w.detach().squeeze(1).requires_grad_()
                                                                   for w in weights], [], [0, 1], True)
     torch.library.opcheck(_conv_cl_op, arguments)
+    from mmssm.ops.causal_conv1d import _conv_cl_bwd_op
+    torch.library.opcheck(_conv_cl_bwd_op, (torch.randn(2, batch, length, dim, device=device),
+                                            *[[t.detach() for t in group] for group in arguments[:2]], [], [0, 1],
+                                            True), test_utils=('test_schema', 'test_faketensor'))
+    # no activation, no bias: the gradient of the plain convolution
+    out = conv1d_channels_last([xz[..., :dim]], weights[:1], [None], ['causal'])
+    ref = conv1d_reference(xz[..., :dim].transpose(1, 2), weights[0], None, 'causal', None).transpose(1, 2)
+    torch.testing.assert_close(out[0], ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad((out * g).sum(), [xz, weights[0]]),
+                    torch.autograd.grad((ref * g[0]).sum(), [xz, weights[0]])):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     print('ok conv', flush=True)
 
 
