@@ -104,6 +104,23 @@ def build_deit(name, size):
     return model
 
 
+def timed_passes(step, min_iters, min_seconds, max_seconds):
+    """Run ``step`` timed by CUDA events until min_iters passes and min_seconds of GPU time (or max_seconds of
+    wall time): (passes, GPU seconds, the last pass's result)."""
+    iters, elapsed, wall, out = 0, 0.0, time.perf_counter(), None
+    while iters < min_iters or elapsed < min_seconds:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = step()
+        end.record()
+        torch.cuda.synchronize()
+        elapsed += start.elapsed_time(end) / 1000
+        iters += 1
+        if time.perf_counter() - wall > max_seconds:
+            break
+    return iters, elapsed, out
+
+
 def measure(model, batch, size, dtype, min_iters, min_seconds, max_seconds, warmup):
     x = torch.randn(batch, 3, size, size, device='cuda', dtype=dtype)
     with torch.inference_mode():
@@ -111,18 +128,7 @@ def measure(model, batch, size, dtype, min_iters, min_seconds, max_seconds, warm
             model(x)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        iters, elapsed = 0, 0.0
-        wall = time.perf_counter()
-        while iters < min_iters or elapsed < min_seconds:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = model(x)
-            end.record()
-            torch.cuda.synchronize()
-            elapsed += start.elapsed_time(end) / 1000
-            iters += 1
-            if time.perf_counter() - wall > max_seconds:
-                break
+        iters, elapsed, out = timed_passes(lambda: model(x), min_iters, min_seconds, max_seconds)
     peak = torch.cuda.max_memory_allocated() / 2 ** 20
     return dict(img_per_s=batch * iters / elapsed, peak_mib=peak, iters=iters, out=out.float())
 
@@ -144,17 +150,7 @@ def measure_train(model, batch, size, min_iters, min_seconds, max_seconds, warmu
         step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    iters, elapsed, wall = 0, 0.0, time.perf_counter()
-    while iters < min_iters or elapsed < min_seconds:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        elapsed += start.elapsed_time(end) / 1000
-        iters += 1
-        if time.perf_counter() - wall > max_seconds:
-            break
+    iters, elapsed, _ = timed_passes(step, min_iters, min_seconds, max_seconds)
     return dict(img_per_s=batch * iters / elapsed, peak_mib=torch.cuda.max_memory_allocated() / 2 ** 20, iters=iters)
 
 

@@ -91,30 +91,49 @@ def conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bias, padding: str, 
 if triton is not None:
 
     @triton.jit
-    def _conv_cl_kernel(x_ptr, w_ptr, b_ptr, out_ptr, x_off, x_sb, x_sl, w_off, b_off, mode0, mode1, batch_size,
-                        length, dim, K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-                        BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        """out[direction, b, t, d] = act(bias[d] + sum_k w[d, k] x[b, s(t, k), d]) with s = t - (K-1) + k (mode 0,
-        causal), t + (K-1) - k (1, reversed) or t + k - (K-1) // 2 (2, 'same'); x read with its strides (channels
-        contiguous; a direction's input x_off elements on), zero outside the sequence."""
+    def _tile(batch_size, dim, mode0, mode1, K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        """A program's steps and channels, direction, batch element, padding mode and left padding."""
         steps = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
         channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         direction = tl.program_id(2) // batch_size
         batch = (tl.program_id(2) % batch_size).to(tl.int64)
         mode = tl.where(direction == 0, mode0, mode1)
         left = tl.where(mode == 0, K - 1, (K - 1) // 2)
-        channel_mask = channels < dim
-        x_rows = x_ptr + direction * x_off + batch * x_sb
+        return steps, channels, channels < dim, direction, batch, mode, left
+
+    @triton.jit
+    def _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k: tl.constexpr,
+                   K: tl.constexpr):
+        """x at the step tap k of each output step reads (mode 0 causal: t - (K-1) + k; 1 reversed: t + (K-1) - k;
+        2 'same': t + k - left), float32, zero outside the sequence."""
+        source = tl.where(mode == 1, steps + (K - 1) - k, steps + k - left)
+        valid = (source >= 0) & (source < length)
+        return tl.load(x_rows + source[:, None].to(tl.int64) * x_sl + channels[None, :],
+                       mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _pre_activation(x_rows, x_sl, w_rows, b_rows, steps, channels, channel_mask, mode, left, length,
+                        K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
         acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
         for k in tl.static_range(K):
-            source = tl.where(mode == 1, steps + (K - 1) - k, steps + k - left)
-            valid = (source >= 0) & (source < length)
-            xv = tl.load(x_rows + source[:, None].to(tl.int64) * x_sl + channels[None, :],
-                         mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
-            wk = tl.load(w_ptr + direction * w_off + channels * K + k, mask=channel_mask, other=0.0).to(tl.float32)
-            acc += xv * wk[None, :]
+            wk = tl.load(w_rows + channels * K + k, mask=channel_mask, other=0.0).to(tl.float32)
+            acc += _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K) * wk[None, :]
         if HAS_BIAS:
-            acc += tl.load(b_ptr + direction * b_off + channels, mask=channel_mask, other=0.0).to(tl.float32)[None, :]
+            acc += tl.load(b_rows + channels, mask=channel_mask, other=0.0).to(tl.float32)[None, :]
+        return acc
+
+    @triton.jit
+    def _conv_cl_kernel(x_ptr, w_ptr, b_ptr, out_ptr, x_off, x_sb, x_sl, w_off, b_off, mode0, mode1, batch_size,
+                        length, dim, K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                        BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        """out[direction, b, t, d] = act(bias[d] + sum_k w[d, k] x[b, s(t, k), d]) with s = t - (K-1) + k (mode 0,
+        causal), t + (K-1) - k (1, reversed) or t + k - (K-1) // 2 (2, 'same'); x read with its strides (channels
+        contiguous; a direction's input x_off elements on), zero outside the sequence."""
+        steps, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
+                                                                             BLOCK_L, BLOCK_D)
+        acc = _pre_activation(x_ptr + direction * x_off + batch * x_sb, x_sl, w_ptr + direction * w_off,
+                              b_ptr + direction * b_off, steps, channels, channel_mask, mode, left, length, K,
+                              HAS_BIAS, BLOCK_L, BLOCK_D)
         if SILU:
             acc = acc * tl.sigmoid(acc)
         rows = (direction * batch_size + batch) * length + steps.to(tl.int64)
@@ -131,13 +150,8 @@ if triton is not None:
         """The gradient before the activation, gpre = dout * SiLU'(pre) (pre recomputed as the forward does), into
         a float32 (directions, batch, L, dim) buffer, and its sums into dw (directions, dim, K) and db
         (directions, dim), added atomically per program."""
-        steps = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
-        channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-        direction = tl.program_id(2) // batch_size
-        batch = (tl.program_id(2) % batch_size).to(tl.int64)
-        mode = tl.where(direction == 0, mode0, mode1)
-        left = tl.where(mode == 0, K - 1, (K - 1) // 2)
-        channel_mask = channels < dim
+        steps, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
+                                                                             BLOCK_L, BLOCK_D)
         step_mask = steps < length
         x_rows = x_ptr + direction * x_off + batch * x_sb
         rows = (direction * batch_size + batch) * length + steps.to(tl.int64)
@@ -145,27 +159,14 @@ if triton is not None:
         tile_mask = step_mask[:, None] & channel_mask[None, :]
         g = tl.load(dout_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
         if SILU:
-            pre = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
-            for k in tl.static_range(K):
-                source = tl.where(mode == 1, steps + (K - 1) - k, steps + k - left)
-                valid = (source >= 0) & (source < length)
-                xv = tl.load(x_rows + source[:, None].to(tl.int64) * x_sl + channels[None, :],
-                             mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
-                wk = tl.load(w_ptr + direction * w_off + channels * K + k, mask=channel_mask,
-                             other=0.0).to(tl.float32)
-                pre += xv * wk[None, :]
-            if HAS_BIAS:
-                pre += tl.load(b_ptr + direction * b_off + channels, mask=channel_mask,
-                               other=0.0).to(tl.float32)[None, :]
+            pre = _pre_activation(x_rows, x_sl, w_ptr + direction * w_off, b_ptr + direction * b_off, steps,
+                                  channels, channel_mask, mode, left, length, K, HAS_BIAS, BLOCK_L, BLOCK_D)
             sig = tl.sigmoid(pre)
             g = g * sig * (1.0 + pre * (1.0 - sig))
         g = tl.where(tile_mask, g, 0.0)
         tl.store(gpre_ptr + tile, g, mask=tile_mask)
         for k in tl.static_range(K):
-            source = tl.where(mode == 1, steps + (K - 1) - k, steps + k - left)
-            valid = (source >= 0) & (source < length)
-            xv = tl.load(x_rows + source[:, None].to(tl.int64) * x_sl + channels[None, :],
-                         mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+            xv = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K)
             tl.atomic_add(dw_ptr + (direction * dim + channels) * K + k, tl.sum(g * xv, axis=0), mask=channel_mask)
         if HAS_BIAS:
             tl.atomic_add(db_ptr + direction * dim + channels, tl.sum(g, axis=0), mask=channel_mask)
@@ -174,13 +175,8 @@ if triton is not None:
     def _conv_cl_dx_kernel(gpre_ptr, w_ptr, dx_ptr, w_off, mode0, mode1, batch_size, length, dim,
                            K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
         """dx[direction, b, s, d] = sum_k w[d, k] gpre[direction, b, t, d] over the steps t whose tap k read s."""
-        steps = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
-        channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-        direction = tl.program_id(2) // batch_size
-        batch = (tl.program_id(2) % batch_size).to(tl.int64)
-        mode = tl.where(direction == 0, mode0, mode1)
-        left = tl.where(mode == 0, K - 1, (K - 1) // 2)
-        channel_mask = channels < dim
+        steps, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
+                                                                             BLOCK_L, BLOCK_D)
         base = (direction * batch_size + batch) * length
         acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
         for k in tl.static_range(K):
