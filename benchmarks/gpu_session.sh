@@ -2,14 +2,14 @@
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
-# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision (default: all, in that order).
+# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain (default: all, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
 OUT=${OUT:-/tmp/mmssm_gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision}
+steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"  # (8 files come back)
 run() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
@@ -29,18 +29,21 @@ for step in $steps; do
     scantests) run scantests 420 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" -k triton \
                  tests/test_ops/test_selective_scan/test_gpu_backends.py ;;
     dyvm) run dyvm 180 python benchmarks/dyvm_gpu.py ;;
-    prune) run prune 180 python benchmarks/prune_export_gpu.py --out "$OUT/prune_export_gpu.json" ;;
+    prune) run prune 180 python benchmarks/prune_export_gpu.py --out "$OUT/prune_export_gpu.json" ;;  # 2:4 included
     token) run token_vim 150 python benchmarks/token_pruning_gpu.py --json "$OUT/token_pruning_vim.json"
            run token_pm 150 python benchmarks/token_pruning_gpu.py --model plainmamba --arch l3 \
              --json "$OUT/token_pruning_pm.json" ;;
     scan) run scan 300 python benchmarks/scan_gpu.py --backends cuda triton triton-cl --methods zoh bilinear --dtypes bf16 \
             --repeats 5 --rounds 3 --sdist-dir .kit/sdist --json "$OUT/scan_gpu.json" ;;
-    vim) run vim 150 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton,vim_t_triton_graph,vim_t_unfused,deit_t,vim_s,vim_s_triton,vim_s_unfused,deit_s \
+    vim) run vim 150 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_t_triton_graph,vim_t_unfused,deit_t,vim_s,vim_s_cuda,vim_s_unfused,deit_s \
            --sizes 224:128,1248:8 --max-seconds 2 --json "$OUT/vim_gpu.json" ;;
     mambavision) run mambavision 300 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
                    --max-seconds 3 --deadline 150 --models mambavision_t,mambavision_t_mamba,mambavision_s,\
 mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision_t,mambavision_t_mamba \
                    --out "$OUT/mambavision_gpu.json" ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision)"; exit 2 ;;
+    vimtrain) run vimtrain 200 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_s,vim_s_cuda \
+                --sizes 224:128,512:32 --max-seconds 2 --train-models vim_t_cuda,vim_t_triton,deit_t \
+                --json "$OUT/vim_train_gpu.json" ;;
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain)"; exit 2 ;;
   esac
 done
