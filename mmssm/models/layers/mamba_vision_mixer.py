@@ -91,17 +91,19 @@ class MambaVisionMixer(SplitConvMixer):
         x, z = conv1d_channels_last([xz[..., :half], xz[..., half:]], [self.conv1d_x.weight, self.conv1d_z.weight],
                                     [self.conv1d_x.bias, self.conv1d_z.bias], ['same', 'same'],
                                     activation='silu').unbind(0)
-        return self.out_proj(torch.cat([self.ssm(x.transpose(1, 2)).transpose(1, 2), z], dim=-1))
+        y = self.ssm(x.transpose(1, 2), backend='triton')  # the strided scan (auto might pick the CUDA extension)
+        return self.out_proj(torch.cat([y.transpose(1, 2), z], dim=-1))
 
-    def ssm(self, x: torch.Tensor) -> torch.Tensor:
-        """The selective scan of the x half, (batch, d_inner / 2, L) -> same shape (and layout, on Triton)."""
+    def ssm(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        """The selective scan of the x half, (batch, d_inner / 2, L) -> same shape (and layout, on Triton), on
+        ``backend`` (default: the mixer's ``scan_backend``)."""
         x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)
         return selective_scan(
             x, delta.to(x.dtype), -torch.exp(at_least_fp32(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
             D=at_least_fp32(self.D), z=None, delta_bias=at_least_fp32(self.dt_proj.bias), delta_softplus=True,
-            discretization=self.discretization, backend=self.scan_backend)
+            discretization=self.discretization, backend=backend or self.scan_backend)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, dt_rank={self.dt_rank}, discretization={self.discretization!r}'
