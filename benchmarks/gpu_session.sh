@@ -2,14 +2,15 @@
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
-# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain (default: all, in that order).
+# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile (default: all, in that
+# order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
 OUT=${OUT:-/tmp/mmssm_gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain}
+steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"  # (8 files come back)
 run() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
@@ -44,6 +45,8 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
     vimtrain) run vimtrain 200 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_s,vim_s_cuda \
                 --sizes 224:128,512:32 --max-seconds 2 --train-models vim_t_cuda,vim_t_triton,deit_t \
                 --json "$OUT/vim_train_gpu.json" ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain)"; exit 2 ;;
+    profile) run profile 120 python benchmarks/profile_vim.py --models vim_t_triton,vim_t_cuda --size 224 --batch 128 ;;
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile)"
+       exit 2 ;;
   esac
 done

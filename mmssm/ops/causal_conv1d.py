@@ -275,6 +275,12 @@ def _conv_cl_backward(ctx, dout):
 _conv_cl_op.register_autograd(_conv_cl_backward, setup_context=_conv_cl_setup)
 
 
+def channel_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with unit stride along its channels (last dim), copied only where it has not: 2:4 semi-structured
+    matmuls return their (batch, L, out) result as a transposed view, which the channels-last kernels can't read."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
 def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | None = None) -> torch.Tensor:
     """One or two depthwise 1-D convolutions on channels-last tokens in one kernel, without layout copies.
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmssm.ops.causal_conv1d import causal_conv1d, channels_last_available, conv1d_channels_last
+from mmssm.ops.causal_conv1d import causal_conv1d, channel_contiguous, channels_last_available, conv1d_channels_last
 from mmssm.ops.selective_scan import METHODS, available_backends, selective_scan, selective_scan_bidirectional
 from mmssm.registry import MODELS
 
@@ -210,7 +210,7 @@ class MambaMixer(nn.Module):
         in_proj output; x_proj and dt_proj on their outputs; both scans in one launch reading u, delta, B, C and the
         z half in place and writing channels-last. Same function as the transposing path. -> (batch, L, d_inner)."""
         d_inner, rank, state = self.d_inner, self.dt_rank, self.d_state
-        xz = self.in_proj(hidden_states)  # (batch, L, 2 * d_inner)
+        xz = channel_contiguous(self.in_proj(hidden_states))  # (batch, L, 2 * d_inner)
         x, z = xz[..., :d_inner], xz[..., d_inner:].transpose(1, 2)
         suffixes = ('', '_b') if self.bidirectional else ('',)
         convs = [getattr(self, f'conv1d{suffix}') for suffix in suffixes]

@@ -3,7 +3,7 @@ import math
 import torch
 from torch import nn
 
-from mmssm.ops.causal_conv1d import conv1d_channels_last
+from mmssm.ops.causal_conv1d import channel_contiguous, conv1d_channels_last
 from mmssm.ops.selective_scan import METHODS, selective_scan
 from mmssm.registry import MODELS
 
@@ -86,7 +86,7 @@ class MambaVisionMixer(SplitConvMixer):
         if not channels_last_path(self.scan_backend, hidden_states) or hidden_states.dim() != 3 \
                 or hidden_states.shape[-1] != self.embed_dims:
             return super().forward(hidden_states)  # (which also reports a bad shape)
-        xz = self.in_proj(hidden_states)  # (batch, L, d_inner)
+        xz = channel_contiguous(self.in_proj(hidden_states))  # (batch, L, d_inner)
         half = self.d_inner // 2
         x, z = conv1d_channels_last([xz[..., :half], xz[..., half:]], [self.conv1d_x.weight, self.conv1d_z.weight],
                                     [self.conv1d_x.bias, self.conv1d_z.bias], ['same', 'same'],

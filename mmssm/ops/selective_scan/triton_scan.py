@@ -289,12 +289,33 @@ if triton is not None:
         step = tl.where(reverse != 0, -1, 1)
         t_begin = chunk * chunk_len
         t_end = tl.minimum(t_begin + chunk_len, length)
+        # Each step loads the next step's samples before its own math, so their latency hides behind it (the loop is
+        # latency-bound: a few loads and one state update per step). The K earlier samples move along in registers.
+        u_next, u1, u2, u3, B_next, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t_begin, length, reverse, x_sl,
+                                                       bc_sl, K)
+        pos = start + step * t_begin
+        dt_next = tl.load(delta_rows + pos * x_sl).to(tl.float32)
+        C_next = B_next
+        z_next = u_next
+        if PHASE != 1:
+            C_next = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z_next = tl.load(z_rows + pos * z_sl).to(tl.float32)
         for t in range(t_begin, t_end):
             pos = start + step * t
-            # the k earlier samples are re-read (cache hits), clamped at the sequence start
-            u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, x_sl, bc_sl,
-                                                   K)
-            dt = tl.load(delta_rows + pos * x_sl).to(tl.float32) + bias
+            u0 = u_next
+            B0 = B_next
+            Ct = C_next
+            zv = z_next
+            dt = dt_next + bias
+            following = _position(t + 1, length, reverse)  # (clamped: the last step reloads itself)
+            u_next = tl.load(u_rows + following * x_sl).to(tl.float32)
+            B_next = tl.load(B_states + following * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+            dt_next = tl.load(delta_rows + following * x_sl).to(tl.float32)
+            if PHASE != 1:
+                C_next = tl.load(C_states + following * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+                if HAS_Z:
+                    z_next = tl.load(z_rows + following * z_sl).to(tl.float32)
             if SOFTPLUS:
                 dt = _softplus(dt)
             x = A * dt[:, None]
@@ -310,10 +331,8 @@ if triton is not None:
             if PHASE == 1:
                 prod = prod * a_bar
             else:
-                Ct = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
                 y = tl.sum(h * Ct[None, :], axis=1) + D * u0
                 if HAS_Z:
-                    zv = tl.load(z_rows + pos * z_sl).to(tl.float32)
                     y = y * zv * tl.sigmoid(zv)
                 tl.store(out_rows + pos * x_sl, y.to(out_ptr.dtype.element_ty))
                 if SAVE:
@@ -321,6 +340,15 @@ if triton is not None:
                     if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
                         tl.store(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + index) * N
                                  + states[None, :], h, mask=mask2)
+            if K >= 3:
+                u3 = u2
+                B3 = B2
+            if K >= 2:
+                u2 = u1
+                B2 = B1
+            if K >= 1:
+                u1 = u0
+                B1 = B0
         if PHASE == 1:
             tl.store(local_ptr + chunk_rows, h, mask=mask2)
             tl.store(prod_ptr + chunk_rows, prod, mask=mask2)

@@ -114,9 +114,36 @@ def check_no_copies(device):
     print('ok no copies', flush=True)
 
 
+def check_transposed_projection(device):
+    """An in_proj whose output is a transposed view (2:4 semi-structured matmuls return one) gives the same
+    outputs on the channels-last path, for both mixers (the kernels need unit channel strides: one copy then)."""
+
+    class Transposed(torch.nn.Module):
+
+        def __init__(self, linear):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x):
+            return self.linear(x).transpose(-1, -2).contiguous().transpose(-1, -2)
+
+    torch.manual_seed(0)
+    for mixer, dims in ((MambaMixer(8, d_state=4, scan_backend='triton'), 8),
+                        (MambaVisionMixer(16, d_state=4, scan_backend='triton'), 16)):
+        mixer = mixer.to(device)
+        x = torch.randn(2, 7, dims, device=device)
+        with torch.no_grad():
+            expected = mixer(x)
+            mixer.in_proj = Transposed(mixer.in_proj)
+            assert mixer.in_proj(x).stride(-1) != 1
+            torch.testing.assert_close(mixer(x), expected, rtol=0, atol=0)
+    print('ok transposed in_proj output', flush=True)
+
+
 if __name__ == '__main__':
     device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
     check_no_copies(device)
+    check_transposed_projection(device)
     check_conv(device)
     for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False), ('zoh', None)):
         check_mixer(device, method, bidirectional)

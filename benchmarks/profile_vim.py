@@ -1,0 +1,79 @@
+"""Where a Vim inference pass spends its GPU time: torch.profiler over a few passes, kernels grouped by name.
+
+    python benchmarks/profile_vim.py --models vim_t_triton,vim_t_cuda --size 224 --batch 128
+
+Prints, per model, wall time per pass, GPU busy time per pass (sum of kernel times; a gap to wall time is launch
+or Python overhead), and the top kernels by total time with their share and call count per pass; with --host, the
+Python functions by their own time (cProfile).
+"""
+import argparse
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, '.')
+from benchmarks.vim_gpu import build_vim  # noqa: E402
+
+
+def python_profile(model, x, passes, top):
+    """The host side: cProfile over ``passes`` forward passes, functions by their own time."""
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    with torch.inference_mode():
+        profiler.enable()
+        for _ in range(passes):
+            model(x)
+        torch.cuda.synchronize()
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats('tottime').print_stats(top)
+
+
+def profile(name, batch, size, passes, top, host):
+    model = build_vim(name, size).cuda().to(torch.bfloat16).eval()
+    x = torch.randn(batch, 3, size, size, device='cuda', dtype=torch.bfloat16)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(passes):
+            model(x)
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) / passes
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(passes):
+                model(x)
+            torch.cuda.synchronize()
+    kernels = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        total, calls = kernels.get(event.name, (0.0, 0))
+        kernels[event.name] = (total + event.device_time, calls + 1)
+    busy = sum(t for t, _ in kernels.values()) / passes / 1e3  # ms
+    print(f'\n== {name} {size}px batch {batch}: wall {wall * 1e3:.2f} ms/pass ({batch / wall:.0f} img/s), '
+          f'GPU busy {busy:.2f} ms/pass ({100 * busy / (wall * 1e3):.0f}% of wall)')
+    for kernel, (total, calls) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]:
+        ms = total / passes / 1e3
+        print(f'{ms:8.3f} ms {100 * ms / busy:5.1f}% {calls // passes:5d}x  {kernel[:110]}')
+    if host:
+        python_profile(model, x, passes, top)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--models', default='vim_t_triton,vim_t_cuda')
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--batch', type=int, default=128)
+    parser.add_argument('--passes', type=int, default=10)
+    parser.add_argument('--top', type=int, default=20)
+    parser.add_argument('--host', action='store_true', help='also cProfile the Python side')
+    args = parser.parse_args()
+    for name in args.models.split(','):
+        profile(name, args.batch, args.size, args.passes, args.top, args.host)
+
+
+if __name__ == '__main__':
+    main()

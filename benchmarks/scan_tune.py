@@ -1,0 +1,77 @@
+"""The Triton scan's launch constants swept on a GPU: channels per program x warps, forward and forward+backward,
+both directions in one call, in the layouts of the mixers' channels-last path (bf16, zoh unless --methods).
+
+    python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16
+
+Prints milliseconds per call (medians as scan_gpu.py) for each (BLOCK_D, warps); the module's current setting is
+marked with *.
+"""
+import argparse
+import functools
+import itertools
+import sys
+
+import torch
+
+sys.path.insert(0, '.')
+from benchmarks.scan_gpu import channels_last, make_direction, timed  # noqa: E402
+
+
+def scan(pairs, z, method, train=False):
+    """Both directions' forward (inference) or forward + backward (``train``)."""
+    from mmssm.ops.selective_scan import selective_scan_bidirectional
+    inputs = {k: tuple(t.detach().requires_grad_(train and t.is_floating_point()) for t in v)
+              for k, v in pairs.items()}
+    outs = selective_scan_bidirectional(**inputs, z=z, delta_softplus=True, discretization=method, backend='triton')
+    if train:
+        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--shapes', nargs='+', default=['128,384,197,16', '128,768,197,16'])
+    parser.add_argument('--methods', nargs='+', default=['zoh'])
+    parser.add_argument('--blocks', nargs='+', type=int, default=[8, 16, 32, 64])
+    parser.add_argument('--warps', nargs='+', type=int, default=[1, 2, 4, 8])
+    parser.add_argument('--backward', action='store_true', help='sweep the backward constants too')
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--rounds', type=int, default=3)
+    args = parser.parse_args()
+    from mmssm.ops.selective_scan import triton_scan
+    defaults = dict(fwd=(triton_scan.FWD_BLOCK_D, triton_scan.FWD_WARPS),
+                    bwd=(triton_scan.BWD_BLOCK_D, triton_scan.BWD_WARPS))
+    # the swept BLOCK_D as given (the module lowers it to keep FWD_PROGRAMS / BWD_PROGRAMS programs)
+    triton_scan.FWD_PROGRAMS = triton_scan.BWD_PROGRAMS = 1
+    print(torch.cuda.get_device_name(0), torch.__version__)
+    for shape_text, method in itertools.product(args.shapes, args.methods):
+        shape = tuple(int(v) for v in shape_text.split(','))
+        directions, z = channels_last([make_direction(shape, torch.bfloat16, seed) for seed in (0, 1)],
+                                      torch.randn(shape[:3], device='cuda', dtype=torch.bfloat16))
+        pairs = {k: (directions[0][k], directions[1][k]) for k in directions[0]}
+
+        forward = functools.partial(scan, pairs, z, method)
+        train = functools.partial(scan, pairs, z, method, True)
+
+        print(f'\n{shape} {method}: ms per call, both directions')
+        for stage, fn in (('fwd', forward), ('bwd', train)):
+            if stage == 'bwd' and not args.backward:
+                continue
+            prefix = stage.upper()
+            for block, warps in itertools.product(args.blocks, args.warps):
+                setattr(triton_scan, f'{prefix}_BLOCK_D', block)
+                setattr(triton_scan, f'{prefix}_WARPS', warps)
+                try:
+                    with torch.inference_mode(stage == 'fwd'):
+                        ms = timed(fn, args.repeats, args.rounds)
+                    text = f'{ms:.3f}'
+                except Exception as error:  # a configuration that does not compile (registers, shared memory)
+                    text = f'failed: {type(error).__name__}'
+                mark = '*' if (block, warps) == defaults[stage] else ' '
+                label = 'fwd' if stage == 'fwd' else 'fwd+bwd'
+                print(f'{label:8s} BLOCK_D {block:3d} warps {warps}{mark} {text}')
+            setattr(triton_scan, f'{prefix}_BLOCK_D', defaults[stage][0])
+            setattr(triton_scan, f'{prefix}_WARPS', defaults[stage][1])
+
+
+if __name__ == '__main__':
+    main()
