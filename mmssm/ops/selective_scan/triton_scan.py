@@ -428,6 +428,17 @@ if triton is not None:
         Q2 = tl.zeros([N_PAD], dtype=tl.float32)
         Q3 = tl.zeros([N_PAD], dtype=tl.float32)
         n_chunks = tl.cdiv(length, CKPT_L)
+        # As in the forward, each step of both loops loads the next step's samples before its own math. The walk's
+        # next step after a chunk's first is the previous chunk's last, so its loads run across the chunks.
+        nu0, nu1, nu2, nu3, nB0, nB1, nB2, nB3 = _taps(u_rows, B_states, state_mask, length - 1, length, reverse,
+                                                       x_sl, bc_sl, K)
+        pos = _position(length - 1, length, reverse)
+        n_raw = tl.load(delta_rows + pos * x_sl).to(tl.float32)
+        n_C = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+        n_dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
+        n_z = n_dout
+        if HAS_Z:
+            n_z = tl.load(z_rows + pos * z_sl).to(tl.float32)
         for chunk_back in range(0, n_chunks):
             chunk = n_chunks - 1 - chunk_back
             t0 = chunk * CKPT_L
@@ -439,11 +450,17 @@ if triton is not None:
             # 1. the chunk's states, from its start state
             h = h_start
             tl.debug_barrier()
+            u_next, u1, u2, u3, B_next, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t0, length, reverse,
+                                                           x_sl, bc_sl, K)
+            dt_next = tl.load(delta_rows + _position(t0, length, reverse) * x_sl).to(tl.float32)
             for t in range(t0, t1):
-                pos = _position(t, length, reverse)
-                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, x_sl,
-                                                       bc_sl, K)
-                dt = tl.load(delta_rows + pos * x_sl).to(tl.float32) + bias
+                u0 = u_next
+                B0 = B_next
+                dt = dt_next + bias
+                following = _position(t + 1, length, reverse)
+                u_next = tl.load(u_rows + following * x_sl).to(tl.float32)
+                B_next = tl.load(B_states + following * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+                dt_next = tl.load(delta_rows + following * x_sl).to(tl.float32)
                 if SOFTPLUS:
                     dt = _softplus(dt)
                 a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
@@ -456,26 +473,49 @@ if triton is not None:
                     forcing += w3 * (u3[:, None] * B3[None, :])
                 h = a_bar * h + forcing * dt[:, None]
                 tl.store(scratch + (t - t0) * (BLOCK_D * N_PAD), h)
+                if K >= 3:
+                    u3 = u2
+                    B3 = B2
+                if K >= 2:
+                    u2 = u1
+                    B2 = B1
+                if K >= 1:
+                    u1 = u0
+                    B1 = B0
             tl.debug_barrier()
             # 2. the adjoint, from the chunk's last step down to its first
             h_t = h
             for tt in range(t0, t1):
                 t = t1 - 1 - (tt - t0)
                 pos = _position(t, length, reverse)
-                u0, u1, u2, u3, B0, B1, B2, B3 = _taps(u_rows, B_states, state_mask, t, length, reverse, x_sl,
-                                                       bc_sl, K)
+                u0 = nu0
+                u1 = nu1
+                u2 = nu2
+                u3 = nu3
+                B0 = nB0
+                B1 = nB1
+                B2 = nB2
+                B3 = nB3
+                raw = n_raw + bias
+                Ct = n_C
+                dout = n_dout
+                zv = n_z
+                nu0, nu1, nu2, nu3, nB0, nB1, nB2, nB3 = _taps(u_rows, B_states, state_mask, t - 1, length, reverse,
+                                                               x_sl, bc_sl, K)
+                previous = _position(t - 1, length, reverse)  # (clamped: step 0 reloads itself)
+                n_raw = tl.load(delta_rows + previous * x_sl).to(tl.float32)
+                n_C = tl.load(C_states + previous * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+                n_dout = tl.load(dout_rows + previous * g_sl).to(tl.float32)
+                if HAS_Z:
+                    n_z = tl.load(z_rows + previous * z_sl).to(tl.float32)
                 h_prev = h_start
                 if t > t0:
                     h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
-                raw = tl.load(delta_rows + pos * x_sl).to(tl.float32) + bias
                 dt = raw
                 if SOFTPLUS:
                     dt = _softplus(raw)
                 a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(A * dt[:, None], METHOD, True)
-                Ct = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
-                dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
                 if HAS_Z:
-                    zv = tl.load(z_rows + pos * z_sl).to(tl.float32)
                     y = tl.sum(h_t * Ct[None, :], axis=1) + D * u0
                     sig = tl.sigmoid(zv)
                     dy = dout * zv * sig
