@@ -6,6 +6,8 @@ On CUDA tensors the ``causal_conv1d`` package is used when it is importable (it 
 import torch
 import torch.nn.functional as F
 
+from .eager import direct_call
+
 try:  # optional fast path
     from causal_conv1d import causal_conv1d_fn as _causal_conv1d_cuda
 except ImportError:  # pragma: no cover - depends on the environment
@@ -197,8 +199,7 @@ def _element_offset(first: torch.Tensor, second: torch.Tensor) -> int:
     return difference // first.element_size()
 
 
-@torch.library.custom_op('mmssm::conv1d_channels_last', mutates_args=())
-def _conv_cl_op(inputs: list[torch.Tensor], weights: list[torch.Tensor], biases: list[torch.Tensor],
+def _conv_cl_forward(inputs: list[torch.Tensor], weights: list[torch.Tensor], biases: list[torch.Tensor],
                 modes: list[int], silu: bool) -> torch.Tensor:
     """(directions, batch, L, dim) from the Triton kernel; weights (dim, K) contiguous, biases empty for none."""
     directions = len(inputs)
@@ -212,6 +213,9 @@ def _conv_cl_op(inputs: list[torch.Tensor], weights: list[torch.Tensor], biases:
         _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim,
         K=weights[0].shape[-1], HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
     return out
+
+
+_conv_cl_op = torch.library.custom_op('mmssm::conv1d_channels_last', _conv_cl_forward, mutates_args=())
 
 
 @_conv_cl_op.register_fake
@@ -320,5 +324,8 @@ def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | No
                          f'{[tuple(w.shape) for w in weights]}.')
     if (biases[0] is None) != (biases[-1] is None):
         raise ValueError(f'{name}: give a bias to every direction or to none.')
-    return _conv_cl_op(list(inputs), [w.contiguous() for w in weights], [] if biases[0] is None else list(biases),
-                       [PADDINGS.index(p) for p in paddings], activation == 'silu')
+    arguments = (list(inputs), [w.contiguous() for w in weights], [] if biases[0] is None else list(biases),
+                 [PADDINGS.index(p) for p in paddings], activation == 'silu')
+    if direct_call(arguments[0] + arguments[1] + arguments[2]):  # inference: the kernel without the op's wrappers
+        return _conv_cl_forward(*arguments)
+    return _conv_cl_op(*arguments)

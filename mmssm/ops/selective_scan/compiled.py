@@ -11,6 +11,8 @@ import importlib
 import torch
 from torch import Tensor
 
+from ..eager import direct_call
+
 _MODULE_NAMES = {'triton': 'triton_scan', 'cuda': 'cuda_scan'}
 
 
@@ -120,8 +122,12 @@ torch.library.register_autograd('mmssm::selective_scan_fwd', _backward, setup_co
 def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse):
     """One or two directions through the custom op; every argument but the flags is a list, z possibly empty.
     Returns (out, last_state), each stacked over directions."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for group in (u, delta, A, B, C, D, delta_bias, z) for t in group)
+    tensors = [t for group in (u, delta, A, B, C, D, delta_bias, z) for t in group]
+    if direct_call(tensors):  # inference: the backend without the op's wrappers
+        outs, lasts, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
+                                                         reverse, False)
+        return _stacked(outs), _stacked(lasts)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend,
                                       needs_grad)
     return out, last

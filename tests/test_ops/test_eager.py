@@ -1,0 +1,26 @@
+"""When the channels-last ops skip their custom-op wrappers (inference) and when they must keep them."""
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mmssm.ops.eager import direct_call
+
+
+class Watching(TorchDispatchMode):
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def test_direct_call_only_without_gradient_compile_trace_or_dispatch_mode():
+    x, w = torch.randn(3), torch.randn(3, requires_grad=True)
+    assert direct_call([x])
+    assert not direct_call([x, w])  # autograd needs the op's backward
+    with torch.no_grad():
+        assert direct_call([x, w])
+    with torch.inference_mode():
+        assert direct_call([x])
+    with torch.no_grad(), Watching():  # FLOP counters and op recorders must see the op
+        assert not direct_call([x])
+    seen = []
+    torch.jit.trace(lambda t: seen.append(direct_call([t])) or t * 2, (x,))
+    assert seen == [False]
