@@ -2,7 +2,7 @@
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
-# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile (default: all, in that
+# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune (default: all, in that
 # order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
@@ -10,7 +10,7 @@ set -u
 OUT=${OUT:-/tmp/mmssm_gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile}
+steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"  # (8 files come back)
 run() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
@@ -45,8 +45,15 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
     vimtrain) run vimtrain 200 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_s,vim_s_cuda \
                 --sizes 224:128,512:32 --max-seconds 2 --train-models vim_t_cuda,vim_t_triton,deit_t \
                 --json "$OUT/vim_train_gpu.json" ;;
-    profile) run profile 120 python benchmarks/profile_vim.py --models vim_t_triton,vim_t_cuda --size 224 --batch 128 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile)"
+    profile) run profile 60 python benchmarks/profile_vim.py --models vim_t_triton --host --top 30 ;;
+    cltests) run cltests 150 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
+               tests/test_models/test_layers/test_mamba_mixer_channels_last.py tests/test_ops/test_fused.py \
+               tests/test_ops/test_selective_scan/test_gpu_backends.py -k "triton or channels_last or fused" ;;
+    vim224) run vim224 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_t_triton_graph,deit_t,vim_s,vim_s_cuda \
+              --sizes 224:128 --max-seconds 2 --json "$OUT/vim224.json" ;;
+    tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
+            --warps 2 4 8 ;;
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune)"
        exit 2 ;;
   esac
 done
