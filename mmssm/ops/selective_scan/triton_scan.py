@@ -229,6 +229,20 @@ if triton is not None:
         return u0, u1, u2, u3, B0, B1, B2, B3
 
     @triton.jit
+    def _shift_taps(u0, u1, u2, u3, B0, B1, B2, B3, K: tl.constexpr):
+        """The next step's earlier samples (t-1, t-2, t-3) from this step's (t, t-1, t-2)."""
+        if K >= 3:
+            u3 = u2
+            B3 = B2
+        if K >= 2:
+            u2 = u1
+            B2 = B1
+        if K >= 1:
+            u1 = u0
+            B1 = B0
+        return u1, u2, u3, B1, B2, B3
+
+    @triton.jit
     def _tap_grads(g, w, u_j, B_j, dt):
         """What the input term dt * w * B_j * u_j of the steps' states (adjoint g) gives back: to dt, and to u and
         B at the earlier step j (they are added there when the walk reaches it)."""
@@ -340,15 +354,7 @@ if triton is not None:
                     if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
                         tl.store(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + index) * N
                                  + states[None, :], h, mask=mask2)
-            if K >= 3:
-                u3 = u2
-                B3 = B2
-            if K >= 2:
-                u2 = u1
-                B2 = B1
-            if K >= 1:
-                u1 = u0
-                B1 = B0
+            u1, u2, u3, B1, B2, B3 = _shift_taps(u0, u1, u2, u3, B0, B1, B2, B3, K)
         if PHASE == 1:
             tl.store(local_ptr + chunk_rows, h, mask=mask2)
             tl.store(prod_ptr + chunk_rows, prod, mask=mask2)
@@ -473,15 +479,7 @@ if triton is not None:
                     forcing += w3 * (u3[:, None] * B3[None, :])
                 h = a_bar * h + forcing * dt[:, None]
                 tl.store(scratch + (t - t0) * (BLOCK_D * N_PAD), h)
-                if K >= 3:
-                    u3 = u2
-                    B3 = B2
-                if K >= 2:
-                    u2 = u1
-                    B2 = B1
-                if K >= 1:
-                    u1 = u0
-                    B1 = B0
+                u1, u2, u3, B1, B2, B3 = _shift_taps(u0, u1, u2, u3, B0, B1, B2, B3, K)
             tl.debug_barrier()
             # 2. the adjoint, from the chunk's last step down to its first
             h_t = h
