@@ -7,6 +7,7 @@ from torch import nn
 
 from mmssm.ops.causal_conv1d import causal_conv1d, channel_contiguous, channels_last_available, conv1d_channels_last
 from mmssm.ops.selective_scan import METHODS, available_backends, selective_scan, selective_scan_bidirectional
+from mmssm.ops.selective_scan.compiled import scan as compiled_scan
 from mmssm.registry import MODELS
 
 from .inverted_residual import CausalInvertedResidual1d
@@ -222,15 +223,17 @@ class MambaMixer(nn.Module):
             dt_proj = getattr(self, f'dt_proj{suffix}')
             delta = F.linear(dt, dt_proj.weight)  # (batch, L, d_inner)
             A = -torch.exp(at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
-            args.append(dict(u=u.transpose(1, 2), delta=delta.to(u.dtype).transpose(1, 2), A=A, B=B.transpose(1, 2),
-                             C=C.transpose(1, 2), D=at_least_fp32(getattr(self, f'D{suffix}')),
-                             delta_bias=at_least_fp32(dt_proj.bias)))
-        common = dict(delta_softplus=True, discretization=self.discretization, backend='triton')
+            args.append((u.transpose(1, 2), delta.to(u.dtype).transpose(1, 2), A, B.transpose(1, 2).unsqueeze(1),
+                         C.transpose(1, 2).unsqueeze(1), at_least_fp32(getattr(self, f'D{suffix}')),
+                         at_least_fp32(dt_proj.bias)))
+        # the backend directly: these inputs are valid by construction, so the public functions' checks (host time
+        # on every call of the hot path) are skipped; both directions in one launch
+        out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], [z] * len(suffixes), True,
+                               self.discretization, [suffix == '_b' for suffix in suffixes])
         if self.bidirectional:
-            y_f, y_b = selective_scan_bidirectional(**{k: (args[0][k], args[1][k]) for k in args[0]}, z=z, **common)
-            y = torch.lerp(y_f, y_b, 0.5) if self.divide_out else y_f + y_b  # the mean in one kernel
+            y = torch.lerp(out[0], out[1], 0.5) if self.divide_out else out[0] + out[1]  # the mean in one kernel
         else:
-            y = selective_scan(**args[0], z=z, **common)
+            y = out[0]
         return y.transpose(1, 2)
 
     def _dense_scan(self, x, z, gap_steps):

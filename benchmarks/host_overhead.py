@@ -1,0 +1,74 @@
+"""Host (Python) time of one Vim forward on the channels-last path, with the Triton kernel launches stubbed out:
+what the CPU spends per pass before any GPU work, i.e. the floor of a host-bound inference pass. Runs on a CPU:
+
+    TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny [--profile]
+
+(TRITON_INTERPRET=1 lets the channels-last path run on CPU tensors; the stubs replace the kernels, so nothing is
+interpreted.) The matmuls still run, on tiny tensors (batch 1, 32 px: 5 tokens). Prints the min and median over
+--rounds rounds of --passes passes, and with --profile the functions by their own time (cProfile).
+"""
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, '.')
+
+
+class _NoLaunch:
+    """Stands in for a @triton.jit kernel: ``kernel[grid](...)`` does nothing."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def stub_kernels():
+    import mmssm.ops.causal_conv1d as conv
+    import mmssm.ops.fused_add_norm as add_norm
+    from mmssm.ops.selective_scan import triton_scan
+    conv._conv_cl_kernel = _NoLaunch()
+    add_norm._add_norm_fwd_kernel = _NoLaunch()
+    triton_scan._scan_fwd_seq_kernel = _NoLaunch()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', default='tiny')
+    parser.add_argument('--passes', type=int, default=20)
+    parser.add_argument('--rounds', type=int, default=7)
+    parser.add_argument('--profile', action='store_true')
+    args = parser.parse_args()
+    if os.environ.get('TRITON_INTERPRET') != '1':
+        sys.exit('run with TRITON_INTERPRET=1 (the channels-last path on CPU tensors)')
+    stub_kernels()
+    from mmssm.models import Vim
+    torch.set_num_threads(1)
+    model = Vim(args.arch, img_size=32, patch_size=16, mixer_cfg=dict(scan_backend='triton')).eval()
+    x = torch.randn(1, 3, 32, 32)
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            for _ in range(args.passes):
+                model(x)
+            times.append((time.perf_counter() - start) / args.passes * 1e3)
+        print(f'Vim-{args.arch} host time per forward: min {min(times):.2f} ms, '
+              f'median {statistics.median(times):.2f} ms ({len(model.layers)} layers)')
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(args.passes):
+                model(x)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats('tottime').print_stats(25)
+
+
+if __name__ == '__main__':
+    main()
