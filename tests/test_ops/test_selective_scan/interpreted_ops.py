@@ -9,7 +9,10 @@ import sys
 
 import torch
 
-assert os.environ.get('TRITON_INTERPRET') == '1', 'run with TRITON_INTERPRET=1'
+# on the CPU through the interpreter, or compiled on a CUDA device (``python interpreted_ops.py chunked`` there: a
+# quick check of the kernels after a change, without the OpenMMLab stack)
+DEVICE = 'cpu' if os.environ.get('TRITON_INTERPRET') == '1' else 'cuda'
+assert DEVICE == 'cpu' or torch.cuda.is_available(), 'run with TRITON_INTERPRET=1, or on a CUDA device'
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import assert_close, make_inputs  # noqa: E402
@@ -27,7 +30,7 @@ LENGTH = 70
 def check_one_direction(method, with_options, state):
     # one batch element: the interpreter's time goes with batch * dim * L
     inputs = make_inputs(1, 3, LENGTH, state, groups=None if not with_options else 3, dtype=torch.float32,
-                         device='cpu', seed=state, grad=False)
+                         device=DEVICE, seed=state, grad=False)
     if not with_options:
         for name in ('D', 'z', 'delta_bias'):
             inputs[name] = None
@@ -37,7 +40,7 @@ def check_one_direction(method, with_options, state):
     z = [leaves['z']] if leaves['z'] is not None else []
     out, last = scan('triton', *lists, z, with_options, method, [with_options])
     names = [k for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias', 'z') if leaves[k] is not None]
-    weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(DEVICE)
     grads = torch.autograd.grad((out[0].double() * weight).sum() + last[0].double().sum(),
                                 [leaves[k] for k in names])
     ref = {k: v.detach().double().requires_grad_() if v is not None else None for k, v in inputs.items()}
@@ -56,7 +59,7 @@ def check_one_direction(method, with_options, state):
 def check_softplus_tail(method, shift):
     """delta + delta_bias around ``shift``: at -30 softplus is ~1e-13 (log(1 + exp(x)) in float32 rounds it to 0,
     and the state would never move); at -5 it is its series' range. No D or gate, so y is the scan's alone."""
-    inputs = make_inputs(1, 2, 36, 4, dtype=torch.float32, device='cpu', seed=6, grad=False)
+    inputs = make_inputs(1, 2, 36, 4, dtype=torch.float32, device=DEVICE, seed=6, grad=False)
     inputs['delta'] = inputs['delta'] + shift
     inputs['D'] = inputs['z'] = None
     names = ('u', 'delta', 'A', 'B', 'C', 'delta_bias')
@@ -64,7 +67,7 @@ def check_softplus_tail(method, shift):
     lists = [[t] for t in _compiled_arguments(*[leaves[k] for k in ('u', 'delta', 'A', 'B', 'C')], None,
                                               leaves['delta_bias'], 'triton')]
     out, last = scan('triton', *lists, [], True, method, [False])
-    weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(DEVICE)
     grads = torch.autograd.grad((out[0].double() * weight).sum() + last[0].double().sum(),
                                 [leaves[k] for k in names])
     ref = {k: inputs[k].detach().double().requires_grad_() for k in names}
@@ -86,7 +89,7 @@ def strided_inputs(batch, dim, length, state, rank, seed):
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).requires_grad_()
+        return (torch.randn(*shape, generator=g) * scale).to(DEVICE).requires_grad_()
 
     xz = randn(batch, length, 2 * dim)
     leaves = dict(xz=xz)
@@ -94,7 +97,7 @@ def strided_inputs(batch, dim, length, state, rank, seed):
     for d in range(2):
         u, delta = randn(batch, length, dim), randn(batch, length, dim, scale=0.5)
         x_dbl = randn(batch, length, rank + 2 * state)
-        A = (-torch.rand(dim, state, generator=g) - 0.5).requires_grad_()
+        A = (-torch.rand(dim, state, generator=g) - 0.5).to(DEVICE).requires_grad_()
         D, bias = randn(dim), randn(dim, scale=0.5)
         leaves.update({f'u{d}': u, f'delta{d}': delta, f'x_dbl{d}': x_dbl, f'A{d}': A, f'D{d}': D, f'bias{d}': bias})
         B = x_dbl[..., rank:rank + state].transpose(1, 2).unsqueeze(1)
@@ -113,7 +116,7 @@ def check_strided_layouts(method):
     lists = [[per_direction[d][i] for d in (0, 1)] for i in range(7)]
     out, last = scan('triton', *lists, [z, z], True, method, [False, True])
     assert channels_last(out[0]) and channels_last(out[1]), 'outputs not in the channels-last layout of u'
-    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(DEVICE)
     names = sorted(leaves)
     grads = torch.autograd.grad((out.double() * weight).sum() + last.double().sum(), [leaves[k] for k in names])
     ref_leaves = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
@@ -137,7 +140,7 @@ def check_strided_layouts(method):
 
 def check_opcheck():
     """torch.library.opcheck: schema, fake implementations against the real ones, autograd registration."""
-    inputs = make_inputs(1, 2, 5, 3, dtype=torch.float32, device='cpu', seed=3, grad=False)
+    inputs = make_inputs(1, 2, 5, 3, dtype=torch.float32, device=DEVICE, seed=3, grad=False)
     lists = [[t] for t in _compiled_arguments(*[inputs[k] for k in ARGS], 'triton')]
     lists = [[t.requires_grad_() for t in group] for group in lists]
     z = [inputs['z'].requires_grad_()]
