@@ -24,18 +24,20 @@ except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
 
 from .discretize import METHODS, NEIGHBOURS
 
-# Forward: channels per program, and the programs to keep at least (fewer channels per program below it).
-FWD_BLOCK_D = 32
-FWD_PROGRAMS = 2048
-FWD_WARPS = 4
+# Forward: channels per program, and the programs to keep at least (fewer channels per program below it). Swept
+# with benchmarks/scan_tune.py on an H100 (docs/benchmarks.md): many state elements per thread (64 channels x 16
+# states on one warp) beat more threads per program at every measured shape.
+FWD_BLOCK_D = 64
+FWD_PROGRAMS = 1024
+FWD_WARPS = 1
 # Chunk-parallel forward (long sequences, few sequences): chunks of at least FWD_MIN_CHUNK steps (a multiple of
 # CHECKPOINT_L) when the sequences alone give fewer than FWD_PROGRAMS programs of FWD_BLOCK_D channels.
-# FWD_CHUNK_L, when set, forces that chunk length (tests, benchmarks). Not yet tuned on a GPU.
+# FWD_CHUNK_L, when set, forces that chunk length (tests, benchmarks). FWD_MIN_CHUNK not yet swept.
 FWD_MIN_CHUNK = 128
 FWD_CHUNK_L = None
 # Backward: steps recomputed per chunk from the forward's checkpoints, then as the forward.
 CHECKPOINT_L = 32
-BWD_BLOCK_D = 16
+BWD_BLOCK_D = 64
 BWD_PROGRAMS = 1024
 BWD_WARPS = 2
 _TAYLOR_TERMS = 11  # as discretize.py for float32
