@@ -22,7 +22,8 @@ CONV_TYPES = ('conv', 'inverted_residual')
 # inference on an H100 (docs/benchmarks.md) was 1.4-1.7x faster with it at 197 tokens, 0.4-0.6x at 6085 (the
 # Triton scan's long-sequence speed), MambaVision's 1.0-1.07x at its 196/49-token windows; training with it was
 # slower (MambaVision-T 0.78x, with the convolutions' backward then in torch; the Triton backward since is not yet
-# timed), so 'auto' does not take it for training.
+# timed), so 'auto' does not take it for training. All this predates the Triton scan's retuned launch constants
+# (docs/benchmarks.md, 2026-12-06): the limit is to re-measure.
 CHANNELS_LAST_MAX_L = 1024
 
 
