@@ -2,7 +2,7 @@
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
-# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune (default: all, in that
+# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck (default: all, in that
 # order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
@@ -10,7 +10,7 @@ set -u
 OUT=${OUT:-/tmp/mmssm_gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune}
+steps=${*:-build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"  # (8 files come back)
 run() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
@@ -51,9 +51,11 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                tests/test_ops/test_selective_scan/test_gpu_backends.py -k "triton or channels_last or fused" ;;
     vim224) run vim224 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_t_triton_graph,deit_t,vim_s,vim_s_cuda \
               --sizes 224:128 --max-seconds 2 --json "$OUT/vim224.json" ;;
+    kernelcheck) run kernelcheck 90 bash -c 'for part in layouts chunked methods; do
+                   python tests/test_ops/test_selective_scan/interpreted_ops.py $part || exit 1; done' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck)"
        exit 2 ;;
   esac
 done
