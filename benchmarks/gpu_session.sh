@@ -2,8 +2,8 @@
 # The GPU checks and measurements of issues 14-17 in one go, for the device machine (run from the repo root, after
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
-# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck (default: all, in that
-# order).
+# Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
+# kernelcheck (default: all, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
