@@ -6,7 +6,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmssm.ops.causal_conv1d import causal_conv1d, channel_contiguous, channels_last_available, conv1d_channels_last
-from mmssm.ops.selective_scan import METHODS, available_backends, selective_scan, selective_scan_bidirectional
+from mmssm.ops.selective_scan import (
+    METHODS,
+    _compiled_arguments,
+    available_backends,
+    selective_scan,
+    selective_scan_bidirectional,
+)
 from mmssm.ops.selective_scan.compiled import scan as compiled_scan
 from mmssm.registry import MODELS
 
@@ -224,11 +230,12 @@ class MambaMixer(nn.Module):
             dt_proj = getattr(self, f'dt_proj{suffix}')
             delta = F.linear(dt, dt_proj.weight)  # (batch, L, d_inner)
             A = -torch.exp(at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
-            args.append((u.transpose(1, 2), delta.to(u.dtype).transpose(1, 2), A, B.transpose(1, 2).unsqueeze(1),
-                         C.transpose(1, 2).unsqueeze(1), at_least_fp32(getattr(self, f'D{suffix}')),
-                         at_least_fp32(dt_proj.bias)))
-        # the backend directly: these inputs are valid by construction, so the public functions' checks (host time
-        # on every call of the hot path) are skipped; both directions in one launch
+            args.append(_compiled_arguments(u.transpose(1, 2), delta.to(u.dtype).transpose(1, 2), A, B.transpose(1, 2),
+                                            C.transpose(1, 2), at_least_fp32(getattr(self, f'D{suffix}')),
+                                            at_least_fp32(dt_proj.bias), 'triton'))
+        # the backend directly (its arguments as the public functions build them): these inputs are valid by
+        # construction, so those functions' checks (host time on every call of the hot path) are skipped; both
+        # directions in one launch
         out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], [z] * len(suffixes), True,
                                self.discretization, [suffix == '_b' for suffix in suffixes])
         if self.bidirectional:
