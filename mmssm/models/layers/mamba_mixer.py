@@ -10,6 +10,7 @@ from mmssm.ops.selective_scan import (
     METHODS,
     _compiled_arguments,
     available_backends,
+    gap_form,
     selective_scan,
     selective_scan_bidirectional,
 )
@@ -194,9 +195,11 @@ class MambaMixer(nn.Module):
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.embed_dims:
             raise ValueError(
                 f'MambaMixer: expected input of shape (batch, L, {self.embed_dims}), got {tuple(hidden_states.shape)}.')
-        if keep_mask is None and direction_gate is None and gap_steps is None \
-                and self._channels_last_path(hidden_states):
-            return self.out_proj(self._channels_last_scan(hidden_states))
+        if gap_steps is not None and (not isinstance(gap_steps, (tuple, list)) or len(gap_steps) != 2):
+            raise ValueError(f'MambaMixer: gap_steps must be a pair (forward, backward) of (batch, L) float tensors, '
+                             f'got {type(gap_steps).__name__}.')
+        if keep_mask is None and direction_gate is None and self._channels_last_path(hidden_states):
+            return self.out_proj(self._channels_last_scan(hidden_states, gap_steps))
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)
         if keep_mask is None and direction_gate is None:
@@ -212,11 +215,12 @@ class MambaMixer(nn.Module):
         SE, where :func:`channels_last_path` says so."""
         return self.conv_type == 'conv' and self.se is None and channels_last_path(self.scan_backend, hidden_states)
 
-    def _channels_last_scan(self, hidden_states):
+    def _channels_last_scan(self, hidden_states, gap_steps=None):
         """The dense mixer before out_proj without layout copies: every tensor stays in the (batch, L, channels)
         layout the matmuls produce. Both short convolutions (+ SiLU) in one Triton kernel reading the x half of the
         in_proj output; x_proj and dt_proj on their outputs; both scans in one launch reading u, delta, B, C and the
-        z half in place and writing channels-last. Same function as the transposing path. -> (batch, L, d_inner)."""
+        z half in place and writing channels-last (with ``gap_steps``, of their :func:`gap_form`). Same function as
+        the transposing path. -> (batch, L, d_inner)."""
         d_inner, rank, state = self.d_inner, self.dt_rank, self.d_state
         xz = channel_contiguous(self.in_proj(hidden_states))  # (batch, L, 2 * d_inner)
         x, z = xz[..., :d_inner], xz[..., d_inner:].transpose(1, 2)
@@ -225,19 +229,22 @@ class MambaMixer(nn.Module):
         us = conv1d_channels_last([x] * len(suffixes), [c.weight for c in convs], [c.bias for c in convs],
                                   ['reverse' if suffix == '_b' else 'causal' for suffix in suffixes], activation='silu')
         args = []
-        for u, suffix in zip(us.unbind(0), suffixes):
+        for index, (u, suffix) in enumerate(zip(us.unbind(0), suffixes)):
             dt, B, C = getattr(self, f'x_proj{suffix}')(u).split([rank, state, state], dim=-1)
             dt_proj = getattr(self, f'dt_proj{suffix}')
-            delta = F.linear(dt, dt_proj.weight)  # (batch, L, d_inner)
+            delta = F.linear(dt, dt_proj.weight).to(u.dtype).transpose(1, 2)  # (batch, d_inner, L) view
+            B, delta_bias = B.transpose(1, 2), at_least_fp32(dt_proj.bias)
+            if gap_steps is not None:
+                delta, B = gap_form(delta, B, delta_bias, True, gap_steps[index], self.discretization)
+                delta_bias = None
             A = -torch.exp(at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
-            args.append(_compiled_arguments(u.transpose(1, 2), delta.to(u.dtype).transpose(1, 2), A, B.transpose(1, 2),
-                                            C.transpose(1, 2), at_least_fp32(getattr(self, f'D{suffix}')),
-                                            at_least_fp32(dt_proj.bias), 'triton'))
+            args.append(_compiled_arguments(u.transpose(1, 2), delta, A, B, C.transpose(1, 2),
+                                            at_least_fp32(getattr(self, f'D{suffix}')), delta_bias, 'triton'))
         # the backend directly (its arguments as the public functions build them): these inputs are valid by
         # construction, so those functions' checks (host time on every call of the hot path) are skipped; both
         # directions in one launch
-        out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], [z] * len(suffixes), True,
-                               self.discretization, [suffix == '_b' for suffix in suffixes])
+        out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], [z] * len(suffixes),
+                               gap_steps is None, self.discretization, [suffix == '_b' for suffix in suffixes])
         if self.bidirectional:
             y = torch.lerp(out[0], out[1], 0.5) if self.divide_out else out[0] + out[1]  # the mean in one kernel
         else:

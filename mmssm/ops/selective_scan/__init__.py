@@ -226,32 +226,39 @@ def _masked_output(y, keep_mask):
     return y * keep_mask.unsqueeze(1).to(y.dtype)
 
 
-def _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse, backend, chunk_size,
-              gap_steps):
-    """selective_scan with ``gap_steps``: a plain zoh scan of u / (1 + g) with step (1 + g) delta, in float32."""
+def gap_form(delta, B, delta_bias, delta_softplus, gap_steps, discretization='zoh'):
+    """``gap_steps`` as a plain zoh scan's arguments: step (1 + g_t) delta_t and B_t / (1 + g_t), so the decay is
+    exp((1 + g_t) x_t) and the input term delta_t B_t u_t is unchanged (u, D and z untouched, so the kernels apply
+    them). delta (batch, dim, L), B (batch, N, L) or (batch, groups, N, L), gap_steps (batch, L), any strides.
+    -> (step, B) in their dtypes, to scan with delta_softplus=False and no delta_bias; the step is computed in
+    float32 (float64 for float64) before its cast."""
     if discretization != 'zoh':
         raise ValueError(f"gap_steps is defined for discretization='zoh' only (its decay over a gap is exact "
                          f"there), got {discretization!r}; use keep_mask at full length for the other methods.")
+    expected = (delta.shape[0], delta.shape[-1])
     if not isinstance(gap_steps, torch.Tensor) or not gap_steps.is_floating_point() \
-            or tuple(gap_steps.shape) != (u.shape[0], u.shape[-1]):
-        raise ValueError(f'gap_steps must be a float tensor of shape (batch, L) = {(u.shape[0], u.shape[-1])}, got '
+            or tuple(gap_steps.shape) != expected:
+        raise ValueError(f'gap_steps must be a float tensor of shape (batch, L) = {expected}, got '
                          f'{getattr(gap_steps, "shape", type(gap_steps).__name__)}.')
-    compute_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    compute_dtype = torch.float64 if delta.dtype == torch.float64 else torch.float32
     step = delta.to(compute_dtype)
     if delta_bias is not None:
         step = step + delta_bias.to(compute_dtype)[:, None]
     if delta_softplus:
         step = F.softplus(step)
-    scale = 1.0 + gap_steps.to(compute_dtype).unsqueeze(1)
-    y, last_state = selective_scan(
-        u.to(compute_dtype) / scale, step * scale, A, B.to(compute_dtype), C.to(compute_dtype),
-        delta_softplus=False, discretization='zoh', reverse=reverse, return_last_state=True, backend=backend,
-        chunk_size=chunk_size)
-    if D is not None:
-        y = y + u.to(compute_dtype) * D.to(compute_dtype)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(compute_dtype))
-    return y.to(u.dtype), last_state
+    scale = 1.0 + gap_steps.to(compute_dtype)
+    step = (step * scale.unsqueeze(1)).to(delta.dtype)
+    inverse = scale.reciprocal().to(B.dtype)
+    B = B * (inverse[:, None, None] if B.dim() == 4 else inverse[:, None])
+    return step, B
+
+
+def _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse, backend, chunk_size,
+              gap_steps):
+    """selective_scan with ``gap_steps``, as the plain scan of :func:`gap_form`."""
+    delta, B = gap_form(delta, B, delta_bias, delta_softplus, gap_steps, discretization)
+    return selective_scan(u, delta, A, B, C, D=D, z=z, delta_softplus=False, discretization='zoh', reverse=reverse,
+                          return_last_state=True, backend=backend, chunk_size=chunk_size)
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -298,8 +305,8 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         gap_steps: optional (batch, L) float, zoh only: the compact form of the same alignment, for a scan over
             the kept tokens alone. g_t pruned steps precede step t (in the scan's direction) and each is taken to
             have step t's own delta, so h_t = exp((1 + g_t) x_t) h_{t-1} + delta_t B_t u_t; this equals the
-            keep_mask scan at full length whose pruned positions carry the next kept token's delta. Runs as a
-            zoh scan with delta (1 + g) delta_t and input u / (1 + g) (D and z applied outside), any backend.
+            keep_mask scan at full length whose pruned positions carry the next kept token's delta. Runs as the
+            zoh scan of :func:`gap_form` (step (1 + g) delta_t, B_t / (1 + g)), any backend.
 
     Returns:
         y (batch, dim, L) in u's dtype, or (y, last_state) with ``return_last_state``.
@@ -381,7 +388,7 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
 
     ``keep_mask`` (batch, L) bool is :func:`selective_scan`'s, shared by both directions (a pruned token is
     pruned in both). ``gap_steps`` is a pair (forward, backward) of (batch, L): the backward one counts the
-    pruned steps after each token in token order; with it the two directions run as two scans.
+    pruned steps after each token in token order.
 
     Returns:
         (y_forward, y_backward), or ((y_forward, y_backward), (last_forward, last_backward)) with
@@ -406,10 +413,13 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     if pairs[0][0].shape != pairs[0][1].shape or pairs[0][0].dtype != pairs[0][1].dtype:
         raise ValueError(f'u of both directions must have one shape and dtype, got {tuple(pairs[0][0].shape)} '
                          f'{pairs[0][0].dtype} and {tuple(pairs[0][1].shape)} {pairs[0][1].dtype}.')
+    if gap_steps is not None:  # as plain scans (gap_form), both directions still in one launch
+        forms = [gap_form(pairs[1][d], pairs[3][d], pairs[6][d], delta_softplus, gap, discretization)
+                 for d, gap in enumerate(_pair('gap_steps', gap_steps))]
+        pairs[1], pairs[3] = tuple(f[0] for f in forms), tuple(f[1] for f in forms)
+        pairs[6], delta_softplus = (None, None), False
     chosen = [_resolve_backend(backend, pairs[0][d], pairs[3][d], pairs[2][d], pairs[4][d]) for d in (0, 1)]
-    gap_pair = _pair('gap_steps', gap_steps)
-    if chosen[0] != 'torch' and chosen[0] == chosen[1] and _one_launch_layout(pairs[:5], z_pair) \
-            and gap_steps is None:
+    if chosen[0] != 'torch' and chosen[0] == chosen[1] and _one_launch_layout(pairs[:5], z_pair):
         # both directions in one launch
         from .compiled import scan
         arguments = [_compiled_arguments(*[pair[d] for pair in pairs], chosen[0]) for d in (0, 1)]
@@ -424,7 +434,7 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
         results.append(selective_scan(
             *args[:5], D=args[5], z=z_pair[direction], delta_bias=args[6], delta_softplus=delta_softplus,
             discretization=discretization, reverse=direction == 1, return_last_state=True, backend=backend,
-            chunk_size=chunk_size, gap_steps=gap_pair[direction]))
+            chunk_size=chunk_size))
     outputs = (results[0][0], results[1][0])
     if return_last_state:
         return outputs, (results[0][1], results[1][1])

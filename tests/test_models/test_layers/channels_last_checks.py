@@ -84,6 +84,30 @@ def check_mixer(device, method, bidirectional):
     print('ok', label, flush=True)
 
 
+def check_gaps(device):
+    """Token pruning's gap_steps (ToP's hidden-state alignment) on the channels-last path, as its gap form (step
+    (1 + g) delta, B / (1 + g)) in one launch, against the transposing torch path: output and every gradient."""
+    torch.manual_seed(0)
+    for bidirectional in (True, False):
+        fast = MambaMixer(8, d_state=4, bidirectional=bidirectional, scan_backend='triton').to(device)
+        ref = MambaMixer(8, d_state=4, bidirectional=bidirectional, scan_backend='torch').to(device)
+        with torch.no_grad():  # steps and states large enough for the gaps to matter
+            for p in fast.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        ref.load_state_dict(fast.state_dict())
+        x = torch.randn(2, 11, 8, device=device, requires_grad=True)
+        gaps = tuple(torch.randint(0, 4, (2, 11), device=device).float() for _ in range(2))
+        y, y_ref = fast(x, gap_steps=gaps), ref(x, gap_steps=gaps)
+        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(y, ref(x), rtol=1e-3, atol=1e-4)  # the gaps change the output
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad((y * g).sum(), [x] + list(fast.parameters()))
+        grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(ref.parameters()))
+        for name, a, b in zip(['x'] + [n for n, _ in fast.named_parameters()], grads, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=f'gaps d{name}')
+    print('ok gap steps', flush=True)
+
+
 def check_no_copies(device):
     """The channels-last forward of MambaMixer moves no activation: no copy, clone, cast, cat, flip or pad among
     the aten ops it runs (float32 weights; views are free), one conv and one scan op. (MambaVisionMixer keeps
@@ -145,5 +169,6 @@ if __name__ == '__main__':
     check_no_copies(device)
     check_transposed_projection(device)
     check_conv(device)
+    check_gaps(device)
     for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False), ('zoh', None)):
         check_mixer(device, method, bidirectional)

@@ -167,8 +167,8 @@ def test_flops_drop_with_scan_at_pruned_length():
     dense_scan = analyze_flops(dense, (x,)).by_operator()['selective_scan']
     pruned_scan = analyze_flops(pruned, (x,)).by_operator()['selective_scan']
     kept = 1 + math.ceil(0.5 * 16)
-    # the gap form applies D and z around the scan op (elementwise, uncounted as elsewhere in the model)
-    per_layer = [count_scan_flops(1, 64, 17, 4), count_scan_flops(1, 64, kept, 4, with_d=False, with_z=False)]
+    # the gap form is a plain scan (D and z inside) at the kept length
+    per_layer = [count_scan_flops(1, 64, 17, 4), count_scan_flops(1, 64, kept, 4)]
     assert dense_scan == 2 * 4 * per_layer[0]
     assert pruned_scan == 2 * (per_layer[0] + 3 * per_layer[1])
     assert analyze_flops(pruned, (x,)).total() < analyze_flops(dense, (x,)).total()
