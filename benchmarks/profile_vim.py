@@ -30,9 +30,8 @@ def python_profile(model, x, passes, top):
     pstats.Stats(profiler).sort_stats('tottime').print_stats(top)
 
 
-def profile(name, batch, size, passes, top, host):
-    model = build_vim(name, size).cuda().to(torch.bfloat16).eval()
-    x = torch.randn(batch, 3, size, size, device='cuda', dtype=torch.bfloat16)
+def kernel_table(model, x, passes, top, label):
+    """Wall and GPU-busy time per inference pass of ``model(x)``, and its ``top`` kernels by total time."""
     with torch.inference_mode():
         for _ in range(3):
             model(x)
@@ -53,11 +52,18 @@ def profile(name, batch, size, passes, top, host):
         total, calls = kernels.get(event.name, (0.0, 0))
         kernels[event.name] = (total + event.device_time, calls + 1)
     busy = sum(t for t, _ in kernels.values()) / passes / 1e3  # ms
-    print(f'\n== {name} {size}px batch {batch}: wall {wall * 1e3:.2f} ms/pass ({batch / wall:.0f} img/s), '
+    batch = x.shape[0]
+    print(f'\n== {label}: wall {wall * 1e3:.2f} ms/pass ({batch / wall:.0f} img/s), '
           f'GPU busy {busy:.2f} ms/pass ({100 * busy / (wall * 1e3):.0f}% of wall)')
     for kernel, (total, calls) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]:
         ms = total / passes / 1e3
         print(f'{ms:8.3f} ms {100 * ms / busy:5.1f}% {calls // passes:5d}x  {kernel[:110]}')
+
+
+def profile(name, batch, size, passes, top, host):
+    model = build_vim(name, size).cuda().to(torch.bfloat16).eval()
+    x = torch.randn(batch, 3, size, size, device='cuda', dtype=torch.bfloat16)
+    kernel_table(model, x, passes, top, f'{name} {size}px batch {batch}')
     if host:
         python_profile(model, x, passes, top)
 

@@ -126,6 +126,8 @@ def main(argv=None):
     parser.add_argument('--min-seconds', type=float, default=2.0)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--json', default=None)
+    parser.add_argument('--profile', type=int, default=0, metavar='TOP',
+                        help='also print each model\'s TOP GPU kernels (benchmarks/profile_vim.py)')
     args = parser.parse_args(argv)
     spec = FAMILIES[args.model]
     device = torch.device(args.device)
@@ -142,6 +144,10 @@ def main(argv=None):
             model = model.to(dtype)
             img_per_s = measure(model, args.batch, args.size, dtype, device, args.min_iters, args.min_seconds,
                                 args.warmup)
+            if args.profile:
+                from benchmarks.profile_vim import kernel_table
+                x = torch.randn(args.batch, 3, args.size, args.size, device=device, dtype=dtype)
+                kernel_table(model.eval(), x, 5, args.profile, f'{args.model} {arch} {variant} batch {args.batch}')
             rows.append(dict(arch=arch, variant=variant, layers=None if variant_schedule is None else
                              list(variant_schedule[0]), keep_ratio=None if variant_schedule is None else
                              variant_schedule[1], gflops=flops / 1e9, scan_gflops=scan_flops / 1e9,

@@ -25,20 +25,13 @@ CONV_TYPES = ('conv', 'inverted_residual')
 
 
 
-# 'auto' takes the channels-last Triton path over the CUDA extension for inference up to this many tokens: Vim
-# inference on an H100 (docs/benchmarks.md) was 1.4-1.7x faster with it at 197 tokens, 0.4-0.6x at 6085 (the
-# Triton scan's long-sequence speed), MambaVision's 1.0-1.07x at its 196/49-token windows; training with it was
-# slower (MambaVision-T 0.78x, with the convolutions' backward then in torch; the Triton backward since is not yet
-# timed), so 'auto' does not take it for training. All this predates the Triton scan's retuned launch constants
-# (docs/benchmarks.md, 2026-12-06): the limit is to re-measure.
-CHANNELS_LAST_MAX_L = 1024
-
 
 def channels_last_path(scan_backend: str, hidden_states: torch.Tensor) -> bool:
     """Whether a mixer runs its convolutions and scan on the (batch, L, channels) layout the matmuls produce
     (Triton kernels that read strided tensors, no transposes). Always on the Triton backend (asked for, or under
     'auto' when the CUDA extension is not built); under 'auto' with the extension built, for inference (no gradient
-    to the input) of at most CHANNELS_LAST_MAX_L tokens. Never for float64 or under a jit trace."""
+    to the input), where it measured faster at every length (docs/benchmarks.md); training stays on the extension
+    (Vim-T: 1.07x the channels-last step's speed, at 1.47x its memory). Never for float64 or under a jit trace."""
     if hidden_states.dtype == torch.float64 or not channels_last_available(hidden_states) \
             or torch.jit.is_tracing():  # FLOP counting traces the transposing path, whose ops it counts
         return False
@@ -50,7 +43,7 @@ def channels_last_path(scan_backend: str, hidden_states: torch.Tensor) -> bool:
     if first == 'triton':
         return True
     inference = not (torch.is_grad_enabled() and hidden_states.requires_grad)
-    return first == 'cuda' and inference and hidden_states.shape[1] <= CHANNELS_LAST_MAX_L
+    return first == 'cuda' and inference
 
 
 @MODELS.register_module()

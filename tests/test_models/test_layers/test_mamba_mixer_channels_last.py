@@ -70,15 +70,16 @@ def test_vim_channels_last_forward_replays_in_a_cuda_graph():
 
 
 def test_auto_policy_of_the_channels_last_path(monkeypatch):
-    """'auto' with the CUDA extension built: channels-last for inference up to CHANNELS_LAST_MAX_L tokens, the
-    transposing path above it and with gradients; 'triton' (argument or MMSSM_SCAN_BACKEND) always; never float64
+    """'auto' with the CUDA extension built: channels-last for inference at any length, the transposing path
+    with gradients; 'triton' (argument or MMSSM_SCAN_BACKEND) always; never float64
     or 'torch'; without the extension, 'auto' is Triton and channels-last."""
     from mmssm.models.layers import mamba_mixer as mm
     monkeypatch.setattr(mm, 'channels_last_available', lambda x: True)
     monkeypatch.setattr(mm, 'available_backends', lambda device: ['cuda', 'triton', 'torch'])
     monkeypatch.delenv('MMSSM_SCAN_BACKEND', raising=False)
-    short, long = torch.randn(2, mm.CHANNELS_LAST_MAX_L, 8), torch.randn(2, mm.CHANNELS_LAST_MAX_L + 1, 8)
-    assert mm.channels_last_path('auto', short) and not mm.channels_last_path('auto', long)
+    short, long = torch.randn(2, 197, 8), torch.randn(2, 6085, 8)
+    assert mm.channels_last_path('auto', short) and mm.channels_last_path('auto', long)
+    assert not mm.channels_last_path('auto', long.clone().requires_grad_())
     assert not mm.channels_last_path('auto', short.clone().requires_grad_())
     with torch.no_grad():
         assert mm.channels_last_path('auto', short.clone().requires_grad_())
