@@ -10,10 +10,12 @@ from mmssm.ops.selective_scan import (
     METHODS,
     _compiled_arguments,
     available_backends,
+    check_gap_steps,
     gap_form,
     selective_scan,
     selective_scan_bidirectional,
 )
+from mmssm.ops.selective_scan.compiled import gap_in_kernel
 from mmssm.ops.selective_scan.compiled import scan as compiled_scan
 from mmssm.registry import MODELS
 
@@ -222,12 +224,16 @@ class MambaMixer(nn.Module):
         us = conv1d_channels_last([x] * len(suffixes), [c.weight for c in convs], [c.bias for c in convs],
                                   ['reverse' if suffix == '_b' else 'causal' for suffix in suffixes], activation='silu')
         args = []
+        # gaps in the kernel for inference; as gap_form's plain-scan inputs with autograd
+        in_kernel = gap_steps is not None and gap_in_kernel('triton', [hidden_states, *self.parameters()])
         for index, (u, suffix) in enumerate(zip(us.unbind(0), suffixes)):
             dt, B, C = getattr(self, f'x_proj{suffix}')(u).split([rank, state, state], dim=-1)
             dt_proj = getattr(self, f'dt_proj{suffix}')
             delta = F.linear(dt, dt_proj.weight).to(u.dtype).transpose(1, 2)  # (batch, d_inner, L) view
             B, delta_bias = B.transpose(1, 2), at_least_fp32(dt_proj.bias)
-            if gap_steps is not None:
+            if in_kernel:
+                check_gap_steps(gap_steps[index], delta, self.discretization)
+            elif gap_steps is not None:
                 delta, B = gap_form(delta, B, delta_bias, True, gap_steps[index], self.discretization)
                 delta_bias = None
             A = -torch.exp(at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
@@ -236,8 +242,10 @@ class MambaMixer(nn.Module):
         # the backend directly (its arguments as the public functions build them): these inputs are valid by
         # construction, so those functions' checks (host time on every call of the hot path) are skipped; both
         # directions in one launch
+        gaps = list(gap_steps[:len(suffixes)]) if in_kernel else None
         out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], [z] * len(suffixes),
-                               gap_steps is None, self.discretization, [suffix == '_b' for suffix in suffixes])
+                               gap_steps is None or in_kernel, self.discretization,
+                               [suffix == '_b' for suffix in suffixes], gap=gaps)
         if self.bidirectional:
             y = torch.lerp(out[0], out[1], 0.5) if self.divide_out else out[0] + out[1]  # the mean in one kernel
         else:

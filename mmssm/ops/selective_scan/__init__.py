@@ -226,20 +226,25 @@ def _masked_output(y, keep_mask):
     return y * keep_mask.unsqueeze(1).to(y.dtype)
 
 
+def check_gap_steps(gap_steps, delta, discretization):
+    """gap_steps validated against delta (batch, dim, L) and the method."""
+    if discretization != 'zoh':
+        raise ValueError(f"gap_steps is defined for discretization='zoh' only (its decay over a gap is exact "
+                         f"there), got {discretization!r}; use keep_mask at full length for the other methods.")
+    expected = (delta.shape[0], delta.shape[-1])
+    if not isinstance(gap_steps, torch.Tensor) or not gap_steps.is_floating_point() \
+            or tuple(gap_steps.shape) != expected or gap_steps.device != delta.device:
+        raise ValueError(f'gap_steps must be a float tensor of shape (batch, L) = {expected} on {delta.device}, got '
+                         f'{getattr(gap_steps, "shape", type(gap_steps).__name__)}.')
+
+
 def gap_form(delta, B, delta_bias, delta_softplus, gap_steps, discretization='zoh'):
     """``gap_steps`` as a plain zoh scan's arguments: step (1 + g_t) delta_t and B_t / (1 + g_t), so the decay is
     exp((1 + g_t) x_t) and the input term delta_t B_t u_t is unchanged (u, D and z untouched, so the kernels apply
     them). delta (batch, dim, L), B (batch, N, L) or (batch, groups, N, L), gap_steps (batch, L), any strides.
     -> (step, B) in their dtypes, to scan with delta_softplus=False and no delta_bias; the step is computed in
     float32 (float64 for float64) before its cast."""
-    if discretization != 'zoh':
-        raise ValueError(f"gap_steps is defined for discretization='zoh' only (its decay over a gap is exact "
-                         f"there), got {discretization!r}; use keep_mask at full length for the other methods.")
-    expected = (delta.shape[0], delta.shape[-1])
-    if not isinstance(gap_steps, torch.Tensor) or not gap_steps.is_floating_point() \
-            or tuple(gap_steps.shape) != expected:
-        raise ValueError(f'gap_steps must be a float tensor of shape (batch, L) = {expected}, got '
-                         f'{getattr(gap_steps, "shape", type(gap_steps).__name__)}.')
+    check_gap_steps(gap_steps, delta, discretization)
     compute_dtype = torch.float64 if delta.dtype == torch.float64 else torch.float32
     step = delta.to(compute_dtype)
     if delta_bias is not None:
@@ -251,6 +256,17 @@ def gap_form(delta, B, delta_bias, delta_softplus, gap_steps, discretization='zo
     inverse = scale.reciprocal().to(B.dtype)
     B = B * (inverse[:, None, None] if B.dim() == 4 else inverse[:, None])
     return step, B
+
+
+def _kernel_gaps(backend, gaps, tensors, u, delta, A, B, C, discretization):
+    """The gap_steps list to pass to the kernel (validated), or None where gap_form must run instead: gaps go in
+    the kernel for a direct inference call (no gradient to ``tensors``) of the Triton backend."""
+    from .compiled import gap_in_kernel
+    if not gap_in_kernel(_resolve_backend(backend, u, B, A, C), [t for t in tensors if t is not None]):
+        return None
+    for gap in gaps:
+        check_gap_steps(gap, delta, discretization)
+    return list(gaps)
 
 
 def _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse, backend, chunk_size,
@@ -331,10 +347,14 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
             backend=backend, chunk_size=chunk_size, gap_steps=gap_steps)
         y = _masked_output(y, keep_mask)
         return (y, last_state) if return_last_state else y
+    kernel_gaps = None
     if gap_steps is not None:
-        y, last_state = _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse,
-                                  backend, chunk_size, gap_steps)
-        return (y, last_state) if return_last_state else y
+        kernel_gaps = _kernel_gaps(backend, [gap_steps], (u, delta, A, B, C, D, z, delta_bias), u, delta, A, B, C,
+                                   discretization)
+        if kernel_gaps is None:
+            y, last_state = _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse,
+                                      backend, chunk_size, gap_steps)
+            return (y, last_state) if return_last_state else y
     backend = _resolve_backend(backend, u, B, A, C)
     if backend == 'torch':
         y, last_state = _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization,
@@ -343,7 +363,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         from .compiled import scan
         arguments = [[t] for t in _compiled_arguments(u, delta, A, B, C, D, delta_bias, backend)]
         out, last = scan(backend, *arguments, [_gate(z, backend)] if z is not None else [], bool(delta_softplus),
-                         discretization, [bool(reverse)])
+                         discretization, [bool(reverse)], gap=kernel_gaps)
         y, last_state = out[0], last[0]
     return (y, last_state) if return_last_state else y
 
@@ -413,7 +433,11 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     if pairs[0][0].shape != pairs[0][1].shape or pairs[0][0].dtype != pairs[0][1].dtype:
         raise ValueError(f'u of both directions must have one shape and dtype, got {tuple(pairs[0][0].shape)} '
                          f'{pairs[0][0].dtype} and {tuple(pairs[0][1].shape)} {pairs[0][1].dtype}.')
-    if gap_steps is not None:  # as plain scans (gap_form), both directions still in one launch
+    kernel_gaps = None
+    if gap_steps is not None:
+        kernel_gaps = _kernel_gaps(backend, _pair('gap_steps', gap_steps), [*sum(pairs, ()), *z_pair],
+                                   *[pairs[i][0] for i in range(5)], discretization)
+    if gap_steps is not None and kernel_gaps is None:  # as plain scans (gap_form), still one launch
         forms = [gap_form(pairs[1][d], pairs[3][d], pairs[6][d], delta_softplus, gap, discretization)
                  for d, gap in enumerate(_pair('gap_steps', gap_steps))]
         pairs[1], pairs[3] = tuple(f[0] for f in forms), tuple(f[1] for f in forms)
@@ -425,7 +449,7 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
         arguments = [_compiled_arguments(*[pair[d] for pair in pairs], chosen[0]) for d in (0, 1)]
         lists = [[arguments[0][i], arguments[1][i]] for i in range(7)]
         zs = [_gate(t, chosen[0]) for t in z_pair] if z_pair[0] is not None else []
-        out, last = scan(chosen[0], *lists, zs, bool(delta_softplus), discretization, [False, True])
+        out, last = scan(chosen[0], *lists, zs, bool(delta_softplus), discretization, [False, True], gap=kernel_gaps)
         outputs, lasts = (out[0], out[1]), (last[0], last[1])
         return (outputs, lasts) if return_last_state else outputs
     results = []
@@ -434,7 +458,7 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
         results.append(selective_scan(
             *args[:5], D=args[5], z=z_pair[direction], delta_bias=args[6], delta_softplus=delta_softplus,
             discretization=discretization, reverse=direction == 1, return_last_state=True, backend=backend,
-            chunk_size=chunk_size))
+            chunk_size=chunk_size, gap_steps=None if kernel_gaps is None else kernel_gaps[direction]))
     outputs = (results[0][0], results[1][0])
     if return_last_state:
         return outputs, (results[0][1], results[1][1])

@@ -119,13 +119,24 @@ def _backward(ctx, dout, dlast, dsaved):
 torch.library.register_autograd('mmssm::selective_scan_fwd', _backward, setup_context=_setup_context)
 
 
-def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse):
+def gap_in_kernel(backend, tensors) -> bool:
+    """Whether :func:`scan` takes ``gap`` for these inputs: a direct inference call of the Triton backend."""
+    return backend == 'triton' and direct_call(tensors)
+
+
+def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None):
     """One or two directions through the custom op; every argument but the flags is a list, z possibly empty.
-    Returns (out, last_state), each stacked over directions."""
+    ``gap``: a list of (batch, L) counts of pruned steps (token pruning, zoh), only where :func:`gap_in_kernel`
+    says so (elsewhere gap_form turns them into plain scan inputs). Returns (out, last_state), each stacked over
+    directions."""
     tensors = [t for group in (u, delta, A, B, C, D, delta_bias, z) for t in group]
+    if gap is not None and not gap_in_kernel(backend, tensors):
+        raise ValueError(f'scan: gap runs in the kernel only for inference on the Triton backend (got backend '
+                         f'{backend!r}, gradients or tracing); use selective_scan(..., gap_steps=...) instead.')
     if direct_call(tensors):  # inference: the backend without the op's wrappers
+        options = {} if gap is None else dict(gap=gap)
         outs, lasts, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
-                                                         reverse, False)
+                                                         reverse, False, **options)
         return _stacked(outs), _stacked(lasts)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend,

@@ -255,20 +255,22 @@ if triton is not None:
     @triton.jit
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-            start_ptr, local_ptr, prod_ptr,
+            start_ptr, local_ptr, prod_ptr, gap_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
             x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl,
             batch_size, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            SAVE: tl.constexpr, PHASE: tl.constexpr):
+            SAVE: tl.constexpr, PHASE: tl.constexpr, GAP: tl.constexpr = False):
         """The forward as a recurrence in time: a program owns BLOCK_D channels x N states (one element per
         state in registers) and steps through its chunk of the sequence.
 
         PHASE 0: one chunk, the whole sequence from the zero state. Chunk-parallel (program_id(1) = chunk):
         PHASE 1 runs each chunk from the zero state and keeps its end state and the product of its A_bar
         (h_end = prod * h_start + local, the recurrence being linear in h); _scan_fwd_combine_kernel turns them
-        into each chunk's start state; PHASE 2 reruns each chunk from its start state and writes the outputs."""
+        into each chunk's start state; PHASE 2 reruns each chunk from its start state and writes the outputs.
+        GAP (zoh, inference): gap_ptr holds (directions, batch, L) float32 counts g of pruned steps before each
+        step, whose decay becomes exp((1 + g) delta A) (token pruning's hidden-state alignment, gap_form's math)."""
         program = tl.program_id(0).to(tl.int64)
         chunk = tl.program_id(1).to(tl.int64)
         # int64: the second direction's offsets (direction * rows_total * length, ...) pass 2^31 at B D L >= 2^31
@@ -287,6 +289,7 @@ if triton is not None:
         u_rows = u_ptr + direction * u_off + seq
         delta_rows = delta_ptr + direction * delta_off + seq
         z_rows = z_ptr + direction * z_off + batch * z_sb + channels * z_sd
+        gap_row = gap_ptr + (direction * batch_size + batch) * length
         out_rows = out_ptr + direction * rows_total * length + seq
         bc_row = batch * bc_sb + group * bc_sg + states * bc_sn
         B_states = B_ptr + direction * B_off + bc_row
@@ -311,6 +314,9 @@ if triton is not None:
                                                        bc_sl, K)
         pos = start + step * t_begin
         dt_next = tl.load(delta_rows + pos * x_sl).to(tl.float32)
+        scale_next = 1.0
+        if GAP:
+            scale_next = 1.0 + tl.load(gap_row + pos)
         C_next = B_next
         z_next = u_next
         if PHASE != 1:
@@ -324,10 +330,13 @@ if triton is not None:
             Ct = C_next
             zv = z_next
             dt = dt_next + bias
+            scale = scale_next
             following = _position(t + 1, length, reverse)  # (clamped: the last step reloads itself)
             u_next = tl.load(u_rows + following * x_sl).to(tl.float32)
             B_next = tl.load(B_states + following * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
             dt_next = tl.load(delta_rows + following * x_sl).to(tl.float32)
+            if GAP:
+                scale_next = 1.0 + tl.load(gap_row + following)
             if PHASE != 1:
                 C_next = tl.load(C_states + following * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
                 if HAS_Z:
@@ -335,6 +344,8 @@ if triton is not None:
             if SOFTPLUS:
                 dt = _softplus(dt)
             x = A * dt[:, None]
+            if GAP:
+                x = x * scale
             a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(x, METHOD, False)
             forcing = w0 * (u0[:, None] * B0[None, :])
             if K >= 1:
@@ -662,15 +673,19 @@ def _check(u, B):
         raise RuntimeError(f'the triton selective-scan backend runs on CUDA tensors, got {u[0].device}')
 
 
-def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save_for_backward):
+def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save_for_backward, gap=None):
     """One or two directions of the scan (lists, one entry per direction; z an empty list for no gate).
 
     u, delta, z: (batch, dim, L), one dtype; B, C: (batch, G, N, L); A (dim, N), D and delta_bias (dim,) float32.
     Any strides: u and delta are read in u's layout (contiguous or channels-last, see :func:`channels_last`; delta
     is copied to it if it differs), z, B and C as they are. The outputs are in u's layout. Returns (outs,
-    last_states, saved): saved holds the checkpoints of the backward.
+    last_states, saved): saved holds the checkpoints of the backward. ``gap``: optional list of (batch, L) counts
+    of pruned steps before each step (see the kernel; zoh, and no backward: the autograd path uses gap_form).
     """
     _check(u, B)
+    if gap is not None and (method != 'zoh' or save_for_backward):
+        raise ValueError(f"mmssm triton scan: gap is an inference option of the zoh scan, got method {method!r} "
+                         f"and save_for_backward={save_for_backward}; use gap_form for the autograd path.")
     u, delta, B, C, z, cl = _layouts(u, delta, B, C, z)
     directions = len(u)
     batch, dim, length = u[0].shape
@@ -690,10 +705,14 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     per_group = dim // groups
     chunk_len = forward_chunk_length(batch, dim, directions, length)
     args = (u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt)
+    if gap is not None:
+        common['GAP'] = True
+        gap = torch.stack([g.to(torch.float32) for g in gap])  # (directions, batch, L), a few KB
     if chunk_len >= length:
         block_d = _block_d(per_group, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS)
         _scan_fwd_seq_kernel[(batch * dim // block_d, 1, directions)](
-            *args, last, last, last, *offsets, batch, dim, length, per_group, groups, n_ckpt, length, 1,
+            *args, last, last, last, last if gap is None else gap, *offsets, batch, dim, length, per_group, groups,
+            n_ckpt, length, 1,
             BLOCK_D=block_d, PHASE=0, **common, num_warps=FWD_WARPS)
     else:
         block_d = _block_d(per_group, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS // 4)
@@ -702,12 +721,13 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
                    for _ in range(3)]  # start states, chunk-local end states, products of A_bar
         grid = (batch * dim // block_d, n_chunks, directions)
         scalars = (batch, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks)
-        _scan_fwd_seq_kernel[grid](*args, *buffers, *offsets, *scalars, BLOCK_D=block_d, PHASE=1, **common,
-                                   num_warps=FWD_WARPS)
+        gap_arg = buffers[0] if gap is None else gap
+        _scan_fwd_seq_kernel[grid](*args, *buffers, gap_arg, *offsets, *scalars, BLOCK_D=block_d, PHASE=1,
+                                   **common, num_warps=FWD_WARPS)
         total = directions * batch * dim * state
         _scan_fwd_combine_kernel[(triton.cdiv(total, 256),)](*buffers, total, n_chunks, BLOCK=256)
-        _scan_fwd_seq_kernel[grid](*args, *buffers, *offsets, *scalars, BLOCK_D=block_d, PHASE=2, **common,
-                                   num_warps=FWD_WARPS)
+        _scan_fwd_seq_kernel[grid](*args, *buffers, gap_arg, *offsets, *scalars, BLOCK_D=block_d, PHASE=2,
+                                   **common, num_warps=FWD_WARPS)
     return list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0))
 
 

@@ -85,8 +85,9 @@ def check_mixer(device, method, bidirectional):
 
 
 def check_gaps(device):
-    """Token pruning's gap_steps (ToP's hidden-state alignment) on the channels-last path, as its gap form (step
-    (1 + g) delta, B / (1 + g)) in one launch, against the transposing torch path: output and every gradient."""
+    """Token pruning's gap_steps (ToP's hidden-state alignment) on the channels-last path against the transposing
+    torch path: with gradients as its gap form (step (1 + g) delta, B / (1 + g)), output and every gradient; in
+    inference with the gaps in the kernel."""
     torch.manual_seed(0)
     for bidirectional in (True, False):
         fast = MambaMixer(8, d_state=4, bidirectional=bidirectional, scan_backend='triton').to(device)
@@ -100,6 +101,8 @@ def check_gaps(device):
         y, y_ref = fast(x, gap_steps=gaps), ref(x, gap_steps=gaps)
         torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(y, ref(x), rtol=1e-3, atol=1e-4)  # the gaps change the output
+        with torch.no_grad():  # inference: the gaps in the scan kernel
+            torch.testing.assert_close(fast(x, gap_steps=gaps), y_ref, rtol=1e-4, atol=1e-5)
         g = torch.randn_like(y)
         grads = torch.autograd.grad((y * g).sum(), [x] + list(fast.parameters()))
         grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(ref.parameters()))

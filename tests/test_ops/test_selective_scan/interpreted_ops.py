@@ -2,7 +2,8 @@
 defined): the custom ops and their autograd, driven through Triton's CPU interpreter. ``python interpreted_ops.py
 plumbing`` runs opcheck and the softplus checks (quick), ``layouts`` the strided (channels-last) inputs of a
 Vim block, ``methods`` every method at L = 70 (a minute or two: the
-interpreter takes ~10 ms a step), ``chunked`` the chunk-parallel forward. Prints one line per check and exits
+interpreter takes ~10 ms a step), ``chunked`` the chunk-parallel forward, ``gaps`` token pruning's gaps in the
+kernel. Prints one line per check and exits
 non-zero on the first failure."""
 import os
 import sys
@@ -163,6 +164,55 @@ def check_opcheck():
     print('ok opcheck', flush=True)
 
 
+def check_gaps():
+    """gap_steps (token pruning) in inference on the Triton backend: the gaps run in the kernel (gap_form is not
+    called), one and two directions, whole-sequence and chunk-parallel forward, against the float64 torch gap scan;
+    with gradients it takes gap_form, and the kernel refuses gaps there."""
+    import pytest
+
+    import mmssm.ops.selective_scan as ss
+    from mmssm.ops.selective_scan import triton_scan
+    if DEVICE == 'cpu':  # CPU tensors reach the kernels (the interpreter runs them)
+        ss.available_backends = lambda device: ['triton', 'torch']
+    forms, original = [], ss.gap_form
+    ss.gap_form = lambda *args, **kwargs: forms.append(1) or original(*args, **kwargs)
+    inputs = make_inputs(2, 3, 40, 4, dtype=torch.float32, device=DEVICE, seed=4, grad=False)
+    gaps = [torch.randint(0, 4, (2, 40), generator=torch.Generator().manual_seed(s)).float().to(DEVICE)
+            for s in (1, 2)]
+    ref = {k: v.double() for k, v in inputs.items()}
+    pairs = {k: (v, v.flip(-1)) if k in ('u', 'delta', 'B', 'C') else (v, v) for k, v in inputs.items() if k != 'z'}
+    ref_pairs = {k: tuple(t.double() for t in v) for k, v in pairs.items()}
+    for chunk in (None, 32):
+        triton_scan.FWD_CHUNK_L = chunk
+        for reverse in (False, True):
+            with torch.no_grad():
+                y = ss.selective_scan(**inputs, gap_steps=gaps[0], reverse=reverse, backend='triton')
+            assert not forms, forms
+            y_ref = ss.selective_scan(**ref, gap_steps=gaps[0].double(), reverse=reverse, backend='torch')
+            assert_close(f'gaps chunk={chunk} reverse={reverse}', y_ref, y, atol=1e-4 * y_ref.abs().max().item())
+            forms.clear()
+        with torch.no_grad():
+            y_pair = ss.selective_scan_bidirectional(**pairs, z=inputs['z'], gap_steps=gaps, backend='triton')
+        assert not forms, forms
+        ref_pair = ss.selective_scan_bidirectional(**ref_pairs, z=ref['z'], gap_steps=[g.double() for g in gaps],
+                                                   backend='torch')
+        for y, y_ref in zip(y_pair, ref_pair):
+            assert_close(f'gaps chunk={chunk} bidirectional', y_ref, y, atol=1e-4 * y_ref.abs().max().item())
+        forms.clear()
+        print('ok gaps in the kernel, chunk', chunk, flush=True)
+    triton_scan.FWD_CHUNK_L = None
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    y = ss.selective_scan(**leaves, gap_steps=gaps[0], backend='triton')
+    assert len(forms) == 1, forms  # with gradients: gap_form
+    y_ref = ss.selective_scan(**ref, gap_steps=gaps[0].double(), backend='torch')
+    assert_close('gaps with gradients', y_ref, y, atol=1e-4 * y_ref.abs().max().item())
+    arguments = [[t] for t in _compiled_arguments(*[leaves[k] for k in ARGS], 'triton')]
+    with pytest.raises(ValueError, match='gap runs in the kernel only for inference'):
+        scan('triton', *arguments, [], True, 'zoh', [False], gap=[gaps[0]])
+    ss.gap_form = original
+    print('ok gaps with gradients', flush=True)
+
+
 if __name__ == '__main__':
     from mmssm.ops.selective_scan import METHODS
     part = sys.argv[1] if len(sys.argv) > 1 else 'all'
@@ -181,6 +231,8 @@ if __name__ == '__main__':
         for method, with_options in (('zoh', False), ('zoh', True), ('highorder', True)):
             check_one_direction(method, with_options=with_options, state=5)
         triton_scan.FWD_CHUNK_L = None
+    if part in ('gaps', 'all'):
+        check_gaps()
     if part in ('methods', 'all'):
         for index, method in enumerate(METHODS):
             check_one_direction(method, with_options=bool(index % 2), state=4 + index % 2)

@@ -51,6 +51,14 @@ def test_custom_ops_through_the_triton_interpreter():
 
 
 @needs_interpreter
+def test_gaps_in_the_triton_kernel_through_the_interpreter():
+    """Token pruning's gap_steps in the Triton forward (inference) against the float64 torch gap scan; gap_form
+    with gradients (interpreted_ops.check_gaps)."""
+    stdout = _interpret('gaps')
+    assert stdout.count('ok ') == 3, stdout
+
+
+@needs_interpreter
 @pytest.mark.slow
 def test_every_method_through_the_triton_interpreter():
     """Every method at L = 70, past two of the backward's 32-step checkpoint chunks: forward, last state and every

@@ -178,3 +178,6 @@ def test_masked_scan_on_gpu_backends(backend):
     compact = selective_scan(**inputs, gap_steps=gaps, backend=backend)
     reference = selective_scan(**inputs, gap_steps=gaps, backend='torch')
     torch.testing.assert_close(compact, reference, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # inference: the gaps in the Triton kernel
+        torch.testing.assert_close(selective_scan(**inputs, gap_steps=gaps, backend=backend), reference,
+                                   rtol=1e-4, atol=1e-4)
