@@ -189,7 +189,9 @@ def _compiled_scan_op_fake(backend, u, delta, A, B, C, D, delta_bias, z, softplu
 _ORIGINAL_COMPILED_SCAN = [None]
 
 
-def _routed_compiled_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse):
+def _routed_compiled_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None):
+    if gap is not None:  # (gaps go in the kernel only outside a trace; gap_form's plain scan is counted here)
+        raise ValueError('FLOP counting: the scan was given in-kernel gaps under a trace.')
     return torch.ops.mmssm_analysis.compiled_selective_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus,
                                                             method, [int(r) for r in reverse])
 
