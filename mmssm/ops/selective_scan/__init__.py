@@ -259,14 +259,20 @@ def gap_form(delta, B, delta_bias, delta_softplus, gap_steps, discretization='zo
 
 
 def _kernel_gaps(backend, gaps, tensors, u, delta, A, B, C, discretization):
-    """The gap_steps list to pass to the kernel (validated), or None where gap_form must run instead: gaps go in
-    the kernel for a direct inference call (no gradient to ``tensors``) of the Triton backend."""
+    """(backend, gaps): where the Triton kernel can take gap_steps, a direct inference call of the Triton backend
+    (asked for, or under 'auto' where it runs: no gap_form passes beats any backend's plain scan), ('triton', the
+    validated gaps); else (backend, None), and gap_form runs."""
     from .compiled import gap_in_kernel
-    if not gap_in_kernel(_resolve_backend(backend, u, B, A, C), [t for t in tensors if t is not None]):
-        return None
+    requested = (os.environ.get('MMSSM_SCAN_BACKEND') or 'auto') if backend == 'auto' else backend
+    if requested not in ('auto', 'triton') or not gap_in_kernel('triton', [t for t in tensors if t is not None]):
+        return backend, None
+    if requested == 'auto' and ('triton' not in available_backends(u.device)
+                                or _unsupported('triton', u, B, A, C) is not None):
+        return backend, None
+    _resolve_backend('triton', u, B, A, C)  # its error where Triton cannot run this call
     for gap in gaps:
         check_gap_steps(gap, delta, discretization)
-    return list(gaps)
+    return 'triton', list(gaps)
 
 
 def _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse, backend, chunk_size,
@@ -349,8 +355,8 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         return (y, last_state) if return_last_state else y
     kernel_gaps = None
     if gap_steps is not None:
-        kernel_gaps = _kernel_gaps(backend, [gap_steps], (u, delta, A, B, C, D, z, delta_bias), u, delta, A, B, C,
-                                   discretization)
+        backend, kernel_gaps = _kernel_gaps(backend, [gap_steps], (u, delta, A, B, C, D, z, delta_bias), u, delta,
+                                            A, B, C, discretization)
         if kernel_gaps is None:
             y, last_state = _gap_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, reverse,
                                       backend, chunk_size, gap_steps)
@@ -435,8 +441,8 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
                          f'{pairs[0][0].dtype} and {tuple(pairs[0][1].shape)} {pairs[0][1].dtype}.')
     kernel_gaps = None
     if gap_steps is not None:
-        kernel_gaps = _kernel_gaps(backend, _pair('gap_steps', gap_steps), [*sum(pairs, ()), *z_pair],
-                                   *[pairs[i][0] for i in range(5)], discretization)
+        backend, kernel_gaps = _kernel_gaps(backend, _pair('gap_steps', gap_steps), [*sum(pairs, ()), *z_pair],
+                                            *[pairs[i][0] for i in range(5)], discretization)
     if gap_steps is not None and kernel_gaps is None:  # as plain scans (gap_form), still one launch
         forms = [gap_form(pairs[1][d], pairs[3][d], pairs[6][d], delta_softplus, gap, discretization)
                  for d, gap in enumerate(_pair('gap_steps', gap_steps))]

@@ -181,3 +181,38 @@ def test_masked_scan_on_gpu_backends(backend):
     with torch.no_grad():  # inference: the gaps in the Triton kernel
         torch.testing.assert_close(selective_scan(**inputs, gap_steps=gaps, backend=backend), reference,
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_auto_backend_takes_the_triton_kernel_for_gaps_in_inference(monkeypatch):
+    """With gap_steps, 'auto' runs a direct inference call on Triton with the gaps in its kernel even where the
+    CUDA extension comes first (no gap_form passes); with gradients, or MMSSM_SCAN_BACKEND=cuda, gap_form's plain
+    scan on the usual backend."""
+    import mmssm.ops.selective_scan as ss
+    from mmssm.ops.selective_scan import compiled
+    calls = []
+
+    def record(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None):
+        calls.append((backend, softplus, None if gap is None else len(gap)))
+        shape = (len(u),) + tuple(u[0].shape)
+        return u[0].new_zeros(shape), u[0].new_zeros(shape[:3] + (A[0].shape[1],))
+
+    monkeypatch.setattr(ss, 'available_backends', lambda device: ['cuda', 'triton', 'torch'])
+    monkeypatch.setattr(ss, '_unsupported', lambda *args: None)
+    monkeypatch.setattr(compiled, 'scan', record)
+    monkeypatch.delenv('MMSSM_SCAN_BACKEND', raising=False)
+    inputs = make_inputs(2, 4, 10, 3, dtype=torch.float32, grad=False)
+    gaps = torch.ones(2, 10)
+    with torch.no_grad():
+        selective_scan(**inputs, gap_steps=gaps)
+        pairs = {k: (v, v) for k, v in inputs.items() if k != 'z'}
+        selective_scan_bidirectional(**pairs, z=inputs['z'], gap_steps=(gaps, gaps))
+    assert calls == [('triton', True, 1), ('triton', True, 2)]
+    calls.clear()
+    selective_scan(**{k: v.clone().requires_grad_() for k, v in inputs.items()}, gap_steps=gaps)
+    monkeypatch.setenv('MMSSM_SCAN_BACKEND', 'cuda')
+    with torch.no_grad():
+        selective_scan(**inputs, gap_steps=gaps)
+    assert calls == [('cuda', False, None), ('cuda', False, None)]  # gap_form: its step is softplus'd already
+    with torch.no_grad(), pytest.raises(ValueError, match=r'gap_steps must be a float tensor of shape'):
+        monkeypatch.delenv('MMSSM_SCAN_BACKEND')
+        selective_scan(**inputs, gap_steps=torch.ones(2, 9))
