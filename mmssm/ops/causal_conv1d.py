@@ -6,7 +6,7 @@ On CUDA tensors the ``causal_conv1d`` package is used when it is importable (it 
 import torch
 import torch.nn.functional as F
 
-from .eager import direct_call
+from .eager import cdiv, direct_call
 
 try:  # optional fast path
     from causal_conv1d import causal_conv1d_fn as _causal_conv1d_cuda
@@ -206,7 +206,7 @@ def _conv_cl_forward(inputs: list[torch.Tensor], weights: list[torch.Tensor], bi
     batch, length, dim = inputs[0].shape
     out = torch.empty((directions, batch, length, dim), device=inputs[0].device, dtype=inputs[0].dtype)
     has_bias = len(biases) > 0
-    grid = (triton.cdiv(length, CL_BLOCK_L), triton.cdiv(dim, CL_BLOCK_D), directions * batch)
+    grid = (cdiv(length, CL_BLOCK_L), cdiv(dim, CL_BLOCK_D), directions * batch)
     _conv_cl_kernel[grid](
         inputs[0], weights[0], biases[0] if has_bias else weights[0], out, _element_offset(inputs[0], inputs[-1]),
         inputs[0].stride(0), inputs[0].stride(1), _element_offset(weights[0], weights[-1]),
@@ -245,7 +245,7 @@ def _conv_cl_bwd_op(dout: torch.Tensor, inputs: list[torch.Tensor], weights: lis
     dx = torch.empty((directions, batch, length, dim), device=device, dtype=inputs[0].dtype)
     dw = torch.zeros((directions, dim, kernel), device=device, dtype=torch.float32)
     db = torch.zeros((directions, dim), device=device, dtype=torch.float32)
-    grid = (triton.cdiv(length, CL_BLOCK_L), triton.cdiv(dim, CL_BLOCK_D), directions * batch)
+    grid = (cdiv(length, CL_BLOCK_L), cdiv(dim, CL_BLOCK_D), directions * batch)
     w_off = _element_offset(weights[0], weights[-1])
     _conv_cl_bwd_kernel[grid](
         inputs[0], weights[0], biases[0] if has_bias else weights[0], dout, gpre, dw, db,

@@ -10,6 +10,8 @@ import os
 
 import torch
 
+from .eager import cdiv, next_power_of_2
+
 try:
     import triton
     import triton.language as tl
@@ -120,7 +122,7 @@ if triton is not None:
 
 
 def _block_c(cols: int) -> int:
-    return max(16, triton.next_power_of_2(cols))
+    return max(16, next_power_of_2(cols))
 
 
 def _warps(block_c: int) -> int:
@@ -159,7 +161,7 @@ class _AddNorm(torch.autograd.Function):
             dres_out = dres_out.reshape(rows, cols).contiguous()
         dx = torch.empty((rows, cols), device=res_out.device, dtype=x_dtype)
         dres = torch.empty((rows, cols), device=res_out.device, dtype=res_dtype) if res_dtype is not None else dx
-        programs = triton.cdiv(rows, BWD_ROWS)
+        programs = cdiv(rows, BWD_ROWS)
         dw = torch.empty((programs, cols), device=res_out.device, dtype=torch.float32) if weight is not None else dx
         db = torch.empty((programs, cols), device=res_out.device, dtype=torch.float32) if bias is not None else dx
         block_c = _block_c(cols)

@@ -134,9 +134,12 @@ def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse
         raise ValueError(f'scan: gap runs in the kernel only for inference on the Triton backend (got backend '
                          f'{backend!r}, gradients or tracing); use selective_scan(..., gap_steps=...) instead.')
     if direct_call(tensors):  # inference: the backend without the op's wrappers
-        options = {} if gap is None else dict(gap=gap)
+        if backend == 'triton':  # its (directions, ...) outputs as they are
+            out, last, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
+                                                           reverse, False, gap=gap, stacked=True)
+            return out, last
         outs, lasts, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
-                                                         reverse, False, **options)
+                                                         reverse, False)
         return _stacked(outs), _stacked(lasts)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend,

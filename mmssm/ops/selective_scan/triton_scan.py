@@ -22,6 +22,7 @@ try:
 except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
     triton = None
 
+from ..eager import cdiv, next_power_of_2
 from .discretize import METHODS, NEIGHBOURS
 
 # Forward: channels per program, and the programs to keep at least (fewer channels per program below it). Swept
@@ -591,18 +592,30 @@ if triton is not None:
 
 
 
+def _dense(shape, strides, order) -> bool:
+    """Whether a tensor of ``shape`` / ``strides`` is dense with its dims nested in ``order`` (outermost first);
+    size-1 dims may have any stride, as in torch's is_contiguous."""
+    expected = 1
+    for dim in reversed(order):
+        if shape[dim] != 1 and strides[dim] != expected:
+            return False
+        expected *= shape[dim]
+    return True
+
+
 def channels_last(t: torch.Tensor) -> bool:
     """Whether a (batch, dim, L) tensor is laid out as (batch, L, dim), the layout of a Linear's output; the
     kernels read and write that layout directly, so a model need not transpose its activations (a tensor that is
-    both, L = 1 or dim = 1, counts as contiguous)."""
-    return not t.is_contiguous() and t.transpose(1, 2).is_contiguous()
+    both, L = 1 or dim = 1, counts as contiguous). From the strides (host time: no views)."""
+    shape, strides = t.shape, t.stride()
+    return not _dense(shape, strides, (0, 1, 2)) and _dense(shape, strides, (0, 2, 1))
 
 
 def in_layout(t: torch.Tensor, cl: bool) -> torch.Tensor:
     """t (batch, dim, L) in the channels-last (``cl``) or contiguous layout, copied only when it is not."""
-    if not cl:
-        return t.contiguous()
-    return t if t.transpose(1, 2).is_contiguous() else t.transpose(1, 2).contiguous().transpose(1, 2)
+    if _dense(t.shape, t.stride(), (0, 2, 1) if cl else (0, 1, 2)):
+        return t
+    return t.transpose(1, 2).contiguous().transpose(1, 2) if cl else t.contiguous()
 
 
 def new_rows(directions: int, batch: int, dim: int, length: int, cl: bool, **kwargs) -> torch.Tensor:
@@ -614,7 +627,8 @@ def new_rows(directions: int, batch: int, dim: int, length: int, cl: bool, **kwa
 
 def _same_strides(tensors: list) -> list:
     """The tensors, made contiguous unless all share one set of strides (the kernels take one per role)."""
-    if all(t.stride() == tensors[0].stride() for t in tensors):
+    first = tensors[0].stride()
+    if all(t.stride() == first for t in tensors[1:]):
         return tensors
     return [t.contiguous() for t in tensors]
 
@@ -673,7 +687,8 @@ def _check(u, B):
         raise RuntimeError(f'the triton selective-scan backend runs on CUDA tensors, got {u[0].device}')
 
 
-def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save_for_backward, gap=None):
+def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save_for_backward, gap=None,
+            stacked=False):
     """One or two directions of the scan (lists, one entry per direction; z an empty list for no gate).
 
     u, delta, z: (batch, dim, L), one dtype; B, C: (batch, G, N, L); A (dim, N), D and delta_bias (dim,) float32.
@@ -681,6 +696,7 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     is copied to it if it differs), z, B and C as they are. The outputs are in u's layout. Returns (outs,
     last_states, saved): saved holds the checkpoints of the backward. ``gap``: optional list of (batch, L) counts
     of pruned steps before each step (see the kernel; zoh, and no backward: the autograd path uses gap_form).
+    ``stacked``: return the (directions, ...) tensors instead of lists (the direct inference call).
     """
     _check(u, B)
     if gap is not None and (method != 'zoh' or save_for_backward):
@@ -697,7 +713,7 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     ckpt = torch.empty((directions, batch, dim, n_ckpt, state), device=u[0].device, dtype=torch.float32)
     has_z = len(z) > 0
     z_first = z[0] if has_z else u[0]
-    n_pad = max(2, triton.next_power_of_2(state))
+    n_pad = max(2, next_power_of_2(state))
     common = dict(N=state, N_PAD=n_pad, CKPT_L=CHECKPOINT_L, METHOD=method_index, K=k, HAS_Z=has_z,
                   SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
@@ -725,9 +741,11 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
         _scan_fwd_seq_kernel[grid](*args, *buffers, gap_arg, *offsets, *scalars, BLOCK_D=block_d, PHASE=1,
                                    **common, num_warps=FWD_WARPS)
         total = directions * batch * dim * state
-        _scan_fwd_combine_kernel[(triton.cdiv(total, 256),)](*buffers, total, n_chunks, BLOCK=256)
+        _scan_fwd_combine_kernel[(cdiv(total, 256),)](*buffers, total, n_chunks, BLOCK=256)
         _scan_fwd_seq_kernel[grid](*args, *buffers, gap_arg, *offsets, *scalars, BLOCK_D=block_d, PHASE=2,
                                    **common, num_warps=FWD_WARPS)
+    if stacked:
+        return out, last, ckpt
     return list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0))
 
 
@@ -774,7 +792,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     dout = _same_strides(list(dout))
     has_dlast = len(dlast_state) > 0
     dlast = torch.stack([g.float() for g in dlast_state]).contiguous() if has_dlast else dA
-    n_pad = max(2, triton.next_power_of_2(state))
+    n_pad = max(2, next_power_of_2(state))
     common = dict(N=state, N_PAD=n_pad, METHOD=method_index, K=k, HAS_Z=has_z, SOFTPLUS=bool(softplus),
                   HAS_DLAST=has_dlast)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
