@@ -3,7 +3,7 @@
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
-# kernelcheck prunebig longl tokenprof gapcheck (default: all but the last four, in that order).
+# kernelcheck prunebig longl tokenprof gapcheck trainmem (default: all but the last five, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -34,6 +34,9 @@ for step in $steps; do
     prunebig) run prunebig 180 python benchmarks/prune_export_gpu.py --batch 512 --out "$OUT/prune_export_gpu_b512.json" ;;
     longl) run longl 150 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_t_triton,vim_s,vim_s_cuda,vim_s_triton \
              --sizes 512:32,1248:8 --max-seconds 2 --json "$OUT/vim_longl.json" ;;
+    trainmem) run trainmem 200 python benchmarks/vim_gpu.py --models vim_t --sizes 224:128 --max-seconds 2 \
+                --train-models vim_t_cuda,vim_t_cuda_recompute,vim_t_triton,vim_t_triton_recompute,vim_t_cuda_cp,deit_t \
+                --json "$OUT/vim_trainmem.json" ;;
     gapcheck) run gapcheck 90 python tests/test_ops/test_selective_scan/interpreted_ops.py gaps ;;
     tokenprof) run tokenprof 120 python benchmarks/token_pruning_gpu.py --arch tiny --profile 25 ;;
     token) run token_vim 150 python benchmarks/token_pruning_gpu.py --json "$OUT/token_pruning_vim.json"
@@ -60,7 +63,7 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                    python tests/test_ops/test_selective_scan/interpreted_ops.py $part || exit 1; done' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem)"
        exit 2 ;;
   esac
 done

@@ -3,8 +3,8 @@ mamba-ssm's kernels, all in one run.
 
 Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference_mode``):
   vim_t / vim_s           mmssm's Vim-T / Vim-S with the scan backend that ``auto`` picks on this GPU (with the
-                          CUDA extension built: the mixers' channels-last Triton path up to 1024 tokens, the
-                          extension above)
+                          CUDA extension built: the mixers' channels-last Triton path for inference, the
+                          extension for training)
   vim_t_cuda / vim_s_cuda mmssm's model on the CUDA extension (scan_backend='cuda': transposing mixers)
   vim_t_mamba / vim_s_mamba  the same models (same weights) with mamba-ssm's selective-scan and causal-conv1d
                           CUDA kernels, built from their sdists (benchmarks/mamba_kernels.py) and called as the
@@ -15,6 +15,7 @@ Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference
                           launch overhead per pass: what per-call overhead costs)
   vim_t_unfused / vim_s_unfused  mmssm's model with the residual add + RMSNorm in torch (fused_add_norm=False),
                           to measure the fused Triton add + norm kernel
+  ..._recompute, ..._cp   (training) the mixers with scan_recompute=True; the blocks with with_cp=True
   deit_t / deit_s         timm DeiT with fused scaled-dot-product attention
   deit_t_matmul / deit_s_matmul  the same DeiT computing the L x L attention matrix explicitly (the attention
                           of the Vim paper's time)
@@ -55,7 +56,7 @@ class Classifier(nn.Module):
 
 def vim_base(name):
     """The model a Vim entry builds (its weights and outputs are shared by all its variants)."""
-    for suffix in ('_mamba', '_unfused', '_triton', '_graph', '_cuda'):
+    for suffix in ('_mamba', '_unfused', '_triton', '_graph', '_cuda', '_recompute', '_cp'):
         name = name.replace(suffix, '')
     return name
 
@@ -63,10 +64,13 @@ def vim_base(name):
 def build_vim(name, size):
     from mmssm.models import Vim
     torch.manual_seed(0)
+    mixer_cfg = dict(scan_backend='triton') if '_triton' in name else dict(scan_backend='cuda') if '_cuda' in name \
+        else {}
+    if '_recompute' in name:
+        mixer_cfg['scan_recompute'] = True
     backbone = Vim(VIM_ARCHS[vim_base(name)], img_size=size, patch_size=16,
-                   fused_add_norm=not name.endswith('_unfused'),
-                   mixer_cfg=dict(scan_backend='triton') if '_triton' in name else
-                   dict(scan_backend='cuda') if '_cuda' in name else None)
+                   fused_add_norm=not name.endswith('_unfused'), mixer_cfg=mixer_cfg or None,
+                   with_cp='_cp' in name)
     backbone.init_weights()
     return Classifier(backbone)
 

@@ -4,6 +4,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mmssm.ops.causal_conv1d import causal_conv1d, channel_contiguous, channels_last_available, conv1d_channels_last
 from mmssm.ops.selective_scan import (
@@ -77,13 +78,16 @@ class MambaMixer(nn.Module):
             (``expand_ratio``, ``norm_cfg``, ``act_cfg``).
         se_ratio (float, optional): if given, squeeze-and-excitation with this reduction ratio after the gating.
         scan_backend (str): backend of the selective scan. Default: 'auto'.
+        scan_recompute (bool): in training, keep only the in_proj output for the backward and recompute the
+            convolutions, projections and scans from it there (activation checkpointing of the part between in_proj
+            and out_proj: less activation memory for one more forward of that part). Default: False.
     """
 
     def __init__(self, embed_dims: int, d_state: int = 16, expand: float = 2, d_conv: int = 4,
                  dt_rank='auto', dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
                  conv_bias: bool = True, bias: bool = False, bidirectional: bool = True, divide_out: bool = True,
                  discretization: str = 'zoh', conv_type: str = 'conv', inverted_residual_cfg: dict | None = None,
-                 se_ratio: float | None = None, scan_backend: str = 'auto'):
+                 se_ratio: float | None = None, scan_backend: str = 'auto', scan_recompute: bool = False):
         super().__init__()
         if not isinstance(embed_dims, int) or embed_dims <= 0:
             raise ValueError(f'MambaMixer: embed_dims must be a positive int, got {embed_dims!r}.')
@@ -115,6 +119,7 @@ class MambaMixer(nn.Module):
         self.discretization = discretization
         self.conv_type = conv_type
         self.scan_backend = scan_backend
+        self.scan_recompute = bool(scan_recompute)
         self._dt_init = (dt_min, dt_max, dt_init_floor)
 
         self.in_proj = nn.Linear(embed_dims, 2 * self.d_inner, bias=bias)
@@ -193,31 +198,40 @@ class MambaMixer(nn.Module):
         if gap_steps is not None and (not isinstance(gap_steps, (tuple, list)) or len(gap_steps) != 2):
             raise ValueError(f'MambaMixer: gap_steps must be a pair (forward, backward) of (batch, L) float tensors, '
                              f'got {type(gap_steps).__name__}.')
-        if keep_mask is None and direction_gate is None and self._channels_last_path(hidden_states):
-            return self.out_proj(self._channels_last_scan(hidden_states, gap_steps))
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, 2 * d_inner, L)
-        x, z = xz.chunk(2, dim=1)
+        channels_last = keep_mask is None and direction_gate is None and self._channels_last_path(hidden_states)
+        xz = self.in_proj(hidden_states)  # (batch, L, 2 * d_inner)
+        mix = self._channels_last_scan if channels_last else self._transposing_scan
+        if self.scan_recompute and torch.is_grad_enabled() and xz.requires_grad:
+            y = checkpoint(mix, xz, gap_steps, keep_mask, direction_gate, use_reentrant=False)
+        else:
+            y = mix(xz, gap_steps, keep_mask, direction_gate)
+        return self.out_proj(y)
+
+    def _transposing_scan(self, xz, gap_steps, keep_mask, direction_gate):
+        """The mixer between in_proj and out_proj on (batch, channels, L) tensors. -> (batch, L, d_inner)."""
+        x, z = xz.transpose(1, 2).chunk(2, dim=1)
         if keep_mask is None and direction_gate is None:
             y = self._dense_scan(x, z, gap_steps)
         else:
             y = self._selected_scan(x, z, gap_steps, keep_mask, direction_gate)
         if self.se is not None:
             y = self.se(y)
-        return self.out_proj(y.transpose(1, 2))
+        return y.transpose(1, 2)
 
     def _channels_last_path(self, hidden_states) -> bool:
         """Whether the dense forward runs channels-last (:meth:`_channels_last_scan`): with the plain conv and no
         SE, where :func:`channels_last_path` says so."""
         return self.conv_type == 'conv' and self.se is None and channels_last_path(self.scan_backend, hidden_states)
 
-    def _channels_last_scan(self, hidden_states, gap_steps=None):
+    def _channels_last_scan(self, xz, gap_steps=None, keep_mask=None, direction_gate=None):
         """The dense mixer before out_proj without layout copies: every tensor stays in the (batch, L, channels)
         layout the matmuls produce. Both short convolutions (+ SiLU) in one Triton kernel reading the x half of the
         in_proj output; x_proj and dt_proj on their outputs; both scans in one launch reading u, delta, B, C and the
         z half in place and writing channels-last (with ``gap_steps``, of their :func:`gap_form`). Same function as
-        the transposing path. -> (batch, L, d_inner)."""
+        the transposing path. xz: the in_proj output; keep_mask and direction_gate must be None.
+        -> (batch, L, d_inner)."""
         d_inner, rank, state = self.d_inner, self.dt_rank, self.d_state
-        xz = channel_contiguous(self.in_proj(hidden_states))  # (batch, L, 2 * d_inner)
+        xz = channel_contiguous(xz)  # (batch, L, 2 * d_inner)
         x, z = xz[..., :d_inner], xz[..., d_inner:].transpose(1, 2)
         suffixes = ('', '_b') if self.bidirectional else ('',)
         convs = [getattr(self, f'conv1d{suffix}') for suffix in suffixes]
@@ -225,7 +239,7 @@ class MambaMixer(nn.Module):
                                   ['reverse' if suffix == '_b' else 'causal' for suffix in suffixes], activation='silu')
         args = []
         # gaps in the kernel for inference; as gap_form's plain-scan inputs with autograd
-        in_kernel = gap_steps is not None and gap_in_kernel('triton', [hidden_states, *self.parameters()])
+        in_kernel = gap_steps is not None and gap_in_kernel('triton', [xz, *self.parameters()])
         for index, (u, suffix) in enumerate(zip(us.unbind(0), suffixes)):
             dt, B, C = getattr(self, f'x_proj{suffix}')(u).split([rank, state, state], dim=-1)
             dt_proj = getattr(self, f'dt_proj{suffix}')

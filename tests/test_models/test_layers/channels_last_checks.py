@@ -111,6 +111,24 @@ def check_gaps(device):
     print('ok gap steps', flush=True)
 
 
+def check_recompute(device):
+    """scan_recompute on the channels-last path: output and every gradient equal to the plain channels-last
+    mixer's (the Triton conv and scan rerun in the backward)."""
+    torch.manual_seed(0)
+    plain = MambaMixer(8, d_state=4, scan_backend='triton').to(device)
+    recompute = MambaMixer(8, d_state=4, scan_backend='triton', scan_recompute=True).to(device)
+    recompute.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 11, 8, device=device, requires_grad=True)
+    y, y_ref = recompute(x), plain(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad((y * g).sum(), [x] + list(recompute.parameters()))
+    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(plain.parameters()))
+    for name, a, b in zip(['x'] + [n for n, _ in plain.named_parameters()], grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f'recompute d{name}')
+    print('ok scan recompute', flush=True)
+
+
 def check_no_copies(device):
     """The channels-last forward of MambaMixer moves no activation: no copy, clone, cast, cat, flip or pad among
     the aten ops it runs (float32 weights; views are free), one conv and one scan op. (MambaVisionMixer keeps
@@ -173,5 +191,6 @@ if __name__ == '__main__':
     check_transposed_projection(device)
     check_conv(device)
     check_gaps(device)
+    check_recompute(device)
     for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False), ('zoh', None)):
         check_mixer(device, method, bidirectional)

@@ -135,3 +135,36 @@ def test_resize_pos_embed_keeps_class_slot_and_identity():
     torch.testing.assert_close(head[:, 0], pos[:, 0])
     with pytest.raises(ValueError, match='does not fit the grid'):
         resize_pos_embed(pos, (3, 3), (4, 4), cls_index=0)
+
+
+@pytest.mark.parametrize('options', [dict(), dict(bidirectional=False, se_ratio=4),
+                                     dict(conv_type='inverted_residual')])
+def test_scan_recompute_gives_the_same_gradients_from_less_saved_memory(options):
+    """scan_recompute: output and every gradient equal to the plain mixer's, with the part between in_proj and
+    out_proj not saved (recomputed in the backward); also with token-pruning gaps."""
+    torch.manual_seed(0)
+    plain = MambaMixer(8, d_state=4, scan_backend='torch', **options)
+    recompute = MambaMixer(8, d_state=4, scan_backend='torch', scan_recompute=True, **options)
+    recompute.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, 8, requires_grad=True)
+    gaps = None if not options.get('bidirectional', True) else \
+        tuple(torch.randint(0, 3, (2, 9)).float() for _ in range(2))
+    saved = []
+    for mixer in (plain, recompute):
+        packed = []
+
+        def pack(t, sink=packed):
+            sink.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = mixer(x, gap_steps=gaps)
+        grads = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(),
+                                    [x, *mixer.parameters()])
+        saved.append((sum(packed), y, grads))
+    assert saved[1][0] < 0.5 * saved[0][0], (saved[1][0], saved[0][0])
+    torch.testing.assert_close(saved[1][1], saved[0][1], rtol=0, atol=0)
+    for a, b in zip(saved[1][2], saved[0][2]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():  # inference: no checkpoint
+        torch.testing.assert_close(recompute(x, gap_steps=gaps), plain(x, gap_steps=gaps), rtol=0, atol=0)
