@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .eager import cdiv, next_power_of_2
+from .eager import cdiv, direct_call, next_power_of_2
 
 try:
     import triton
@@ -129,23 +129,29 @@ def _warps(block_c: int) -> int:
     return min(16, max(1, block_c // 256))
 
 
+def _forward(hidden, residual, weight, bias, eps, is_rms, residual_in_fp32, out_dtype):
+    """The kernel launch: (out, new residual) as (rows, C) tensors."""
+    cols = hidden.shape[-1]
+    x = hidden.reshape(-1, cols).contiguous()
+    res = residual.reshape(-1, cols).contiguous() if residual is not None else None
+    res_dtype = torch.float32 if residual_in_fp32 else (
+        torch.promote_types(hidden.dtype, residual.dtype) if residual is not None else hidden.dtype)
+    res_out = torch.empty(x.shape, device=x.device, dtype=res_dtype)
+    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    block_c = _block_c(cols)
+    _add_norm_fwd_kernel[(x.shape[0],)](
+        x, res if res is not None else x, weight if weight is not None else x, bias if bias is not None else x,
+        out, res_out, cols, eps, HAS_RES=res is not None, HAS_W=weight is not None, HAS_B=bias is not None,
+        IS_RMS=is_rms, BLOCK_C=block_c, num_warps=_warps(block_c))
+    return out, res_out
+
+
 class _AddNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, residual, weight, bias, eps, is_rms, residual_in_fp32, out_dtype):
         shape = hidden.shape
-        cols = shape[-1]
-        x = hidden.reshape(-1, cols).contiguous()
-        res = residual.reshape(-1, cols).contiguous() if residual is not None else None
-        res_dtype = torch.float32 if residual_in_fp32 else (
-            torch.promote_types(hidden.dtype, residual.dtype) if residual is not None else hidden.dtype)
-        res_out = torch.empty(x.shape, device=x.device, dtype=res_dtype)
-        out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
-        block_c = _block_c(cols)
-        _add_norm_fwd_kernel[(x.shape[0],)](
-            x, res if res is not None else x, weight if weight is not None else x, bias if bias is not None else x,
-            out, res_out, cols, eps, HAS_RES=res is not None, HAS_W=weight is not None, HAS_B=bias is not None,
-            IS_RMS=is_rms, BLOCK_C=block_c, num_warps=_warps(block_c))
+        out, res_out = _forward(hidden, residual, weight, bias, eps, is_rms, residual_in_fp32, out_dtype)
         ctx.save_for_backward(res_out, weight, bias)
         ctx.meta = (eps, is_rms, hidden.dtype, residual.dtype if residual is not None else None, shape)
         return out.reshape(shape), res_out.reshape(shape)
@@ -208,5 +214,9 @@ def fused_add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weight: 
         raise ValueError(f'fused_add_norm: at most {MAX_CHANNELS} channels in one row, got {cols}; use '
                          'add_norm_reference.')
     out_dtype = out_dtype or (weight.dtype if weight is not None else hidden.dtype)
+    if direct_call([t for t in (hidden, residual, weight, bias) if t is not None]):  # inference: no Function
+        out, res_out = _forward(hidden, residual, weight, bias, float(eps), bool(is_rms), bool(residual_in_fp32),
+                                out_dtype)
+        return out.reshape(hidden.shape), res_out.reshape(hidden.shape)
     return _AddNorm.apply(hidden, residual, weight, bias, float(eps), bool(is_rms), bool(residual_in_fp32),
                           out_dtype)

@@ -40,6 +40,9 @@ def check_add_norm(device):
         tol = 1e-5 if dtype == torch.float32 else 2e-2
         assert_close(f'{label} residual', res_ref, res, atol=tol * res_ref.abs().max().item())
         assert_close(f'{label} out', out_ref, out, atol=tol * out_ref.abs().max().item())
+        with torch.no_grad():  # inference: the kernel called without the autograd Function, same results
+            direct = fused_add_norm(*inputs, eps=1e-5, is_rms=is_rms, residual_in_fp32=in_fp32)
+        assert torch.equal(direct[0], out) and torch.equal(direct[1], res), f'{label}: direct call'
         weights = [randn(*out.shape, dtype=torch.float64), randn(*res.shape, dtype=torch.float64)]
         names = [i for i, t in enumerate(leaves) if t is not None]
         grads = torch.autograd.grad((out.double() * weights[0]).sum() + (res.double() * weights[1]).sum(),

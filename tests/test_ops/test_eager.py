@@ -24,3 +24,13 @@ def test_direct_call_only_without_gradient_compile_trace_or_dispatch_mode():
     seen = []
     torch.jit.trace(lambda t: seen.append(direct_call([t])) or t * 2, (x,), check_trace=False)
     assert seen == [False]
+
+
+def test_host_helpers_equal_tritons():
+    import pytest
+    triton = pytest.importorskip('triton')
+    from mmssm.ops.eager import cdiv, next_power_of_2
+    for n in range(1, 300):
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n
+        for d in (1, 16, 64, 255):
+            assert cdiv(n, d) == triton.cdiv(n, d), (n, d)
