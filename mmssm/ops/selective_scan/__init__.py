@@ -439,13 +439,13 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     if pairs[0][0].shape != pairs[0][1].shape or pairs[0][0].dtype != pairs[0][1].dtype:
         raise ValueError(f'u of both directions must have one shape and dtype, got {tuple(pairs[0][0].shape)} '
                          f'{pairs[0][0].dtype} and {tuple(pairs[0][1].shape)} {pairs[0][1].dtype}.')
-    kernel_gaps = None
+    kernel_gaps, gap_pair = None, _pair('gap_steps', gap_steps)
     if gap_steps is not None:
-        backend, kernel_gaps = _kernel_gaps(backend, _pair('gap_steps', gap_steps), [*sum(pairs, ()), *z_pair],
+        backend, kernel_gaps = _kernel_gaps(backend, gap_pair, [*sum(pairs, ()), *z_pair],
                                             *[pairs[i][0] for i in range(5)], discretization)
     if gap_steps is not None and kernel_gaps is None:  # as plain scans (gap_form), still one launch
         forms = [gap_form(pairs[1][d], pairs[3][d], pairs[6][d], delta_softplus, gap, discretization)
-                 for d, gap in enumerate(_pair('gap_steps', gap_steps))]
+                 for d, gap in enumerate(gap_pair)]
         pairs[1], pairs[3] = tuple(f[0] for f in forms), tuple(f[1] for f in forms)
         pairs[6], delta_softplus = (None, None), False
     chosen = [_resolve_backend(backend, pairs[0][d], pairs[3][d], pairs[2][d], pairs[4][d]) for d in (0, 1)]
