@@ -59,6 +59,17 @@ def check_conv(device):
     print('ok conv', flush=True)
 
 
+def assert_same_gradients(label, x, y, mixer, y_ref, ref, rtol, atol, relative=True):
+    """Every gradient of (y * g).sum() to x and to mixer's parameters equals ref's (same g): |a - b| <= atol
+    (times max|b| with ``relative``) + rtol |b|."""
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad((y * g).sum(), [x] + list(mixer.parameters()))
+    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(ref.parameters()))
+    for name, a, b in zip(['x'] + [n for n, _ in mixer.named_parameters()], grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol * b.abs().max().item() if relative else atol,
+                                   msg=f'{label} d{name}')
+
+
 def check_mixer(device, method, bidirectional):
     torch.manual_seed(0)
     if bidirectional is None:  # MambaVision's mixer
@@ -75,12 +86,7 @@ def check_mixer(device, method, bidirectional):
     y, y_ref = fast(x), ref(x)
     label = f'mixer {method} bidirectional={bidirectional}' if bidirectional is not None else 'mambavision mixer'
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5, msg=label)
-    g = torch.randn_like(y)
-    names = ['x'] + [n for n, _ in fast.named_parameters()]
-    grads = torch.autograd.grad((y * g).sum(), [x] + list(fast.parameters()))
-    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(ref.parameters()))
-    for name, a, b in zip(names, grads, grads_ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=f'{label} d{name}')
+    assert_same_gradients(label, x, y, fast, y_ref, ref, rtol=1e-4, atol=1e-4)
     print('ok', label, flush=True)
 
 
@@ -103,11 +109,7 @@ def check_gaps(device):
         assert not torch.allclose(y, ref(x), rtol=1e-3, atol=1e-4)  # the gaps change the output
         with torch.no_grad():  # inference: the gaps in the scan kernel
             torch.testing.assert_close(fast(x, gap_steps=gaps), y_ref, rtol=1e-4, atol=1e-5)
-        g = torch.randn_like(y)
-        grads = torch.autograd.grad((y * g).sum(), [x] + list(fast.parameters()))
-        grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(ref.parameters()))
-        for name, a, b in zip(['x'] + [n for n, _ in fast.named_parameters()], grads, grads_ref):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=f'gaps d{name}')
+        assert_same_gradients('gaps', x, y, fast, y_ref, ref, rtol=1e-4, atol=1e-4)
     print('ok gap steps', flush=True)
 
 
@@ -121,11 +123,7 @@ def check_recompute(device):
     x = torch.randn(2, 11, 8, device=device, requires_grad=True)
     y, y_ref = recompute(x), plain(x)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
-    g = torch.randn_like(y)
-    grads = torch.autograd.grad((y * g).sum(), [x] + list(recompute.parameters()))
-    grads_ref = torch.autograd.grad((y_ref * g).sum(), [x] + list(plain.parameters()))
-    for name, a, b in zip(['x'] + [n for n, _ in plain.named_parameters()], grads, grads_ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f'recompute d{name}')
+    assert_same_gradients('recompute', x, y, recompute, y_ref, plain, rtol=1e-5, atol=1e-6, relative=False)
     print('ok scan recompute', flush=True)
 
 
