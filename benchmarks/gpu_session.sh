@@ -3,7 +3,7 @@
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
-# kernelcheck prunebig longl tokenprof gapcheck trainmem (default: all but the last five, in that order).
+# kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune (default: all but the last six, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -61,9 +61,12 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
               --sizes 224:128 --max-seconds 2 --json "$OUT/vim224.json" ;;
     kernelcheck) run kernelcheck 90 bash -c 'for part in layouts chunked methods gaps; do
                    python tests/test_ops/test_selective_scan/interpreted_ops.py $part || exit 1; done' ;;
+    bwdtune) run bwdtune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
+               --variants default BWD_BC_PARTIAL=0 CHECKPOINT_L=16 CHECKPOINT_L=64 BWD_WARPS=1 BWD_WARPS=4 \
+               BWD_BLOCK_D=32 BWD_BLOCK_D=32,BWD_WARPS=1 ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune)"
        exit 2 ;;
   esac
 done

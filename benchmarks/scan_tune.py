@@ -4,7 +4,10 @@ both directions in one call, in the layouts of the mixers' channels-last path (b
     python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16
 
 Prints milliseconds per call (medians as scan_gpu.py) for each (BLOCK_D, warps); the module's current setting is
-marked with *.
+marked with *. ``--variants`` instead times forward and forward+backward at the module's settings with other values
+of its constants, each variant one comma-separated list (``default`` for none):
+
+    python benchmarks/scan_tune.py --shapes 128,384,197,16 --variants default BWD_BC_PARTIAL=0 CHECKPOINT_L=16
 """
 import argparse
 import functools
@@ -27,6 +30,26 @@ def scan(pairs, z, method, train=False):
         torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
 
 
+def _value(text):
+    return None if text == 'None' else int(text)
+
+
+def time_variants(module, args, forward, train):
+    """Forward and forward+backward under each variant's settings of ``module`` (restored after each)."""
+    for variant in args.variants:
+        settings = dict(item.split('=') for item in variant.split(',') if item != 'default')
+        saved = {name: getattr(module, name) for name in settings}
+        for name, text in settings.items():
+            setattr(module, name, _value(text))
+        times = []
+        for stage, fn in (('fwd', forward), ('fwd+bwd', train)):
+            with torch.inference_mode(stage == 'fwd'):
+                times.append(f'{stage} {timed(fn, args.repeats, args.rounds):.3f}')
+        print(f'{variant:40s} ' + '  '.join(times), flush=True)
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--shapes', nargs='+', default=['128,384,197,16', '128,768,197,16'])
@@ -34,14 +57,15 @@ def main():
     parser.add_argument('--blocks', nargs='+', type=int, default=[8, 16, 32, 64])
     parser.add_argument('--warps', nargs='+', type=int, default=[1, 2, 4, 8])
     parser.add_argument('--backward', action='store_true', help='sweep the backward constants too')
+    parser.add_argument('--variants', nargs='+', help='NAME=VALUE[,NAME=VALUE] settings of triton_scan to compare')
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--rounds', type=int, default=3)
     args = parser.parse_args()
     from mmssm.ops.selective_scan import triton_scan
     defaults = dict(fwd=(triton_scan.FWD_BLOCK_D, triton_scan.FWD_WARPS),
                     bwd=(triton_scan.BWD_BLOCK_D, triton_scan.BWD_WARPS))
-    # the swept BLOCK_D as given (the module lowers it to keep FWD_PROGRAMS / BWD_PROGRAMS programs)
-    triton_scan.FWD_PROGRAMS = triton_scan.BWD_PROGRAMS = 1
+    if not args.variants:  # the swept BLOCK_D as given (the module lowers it to keep FWD/BWD_PROGRAMS programs)
+        triton_scan.FWD_PROGRAMS = triton_scan.BWD_PROGRAMS = 1
     print(torch.cuda.get_device_name(0), torch.__version__)
     for shape_text, method in itertools.product(args.shapes, args.methods):
         shape = tuple(int(v) for v in shape_text.split(','))
@@ -53,6 +77,9 @@ def main():
         train = functools.partial(scan, pairs, z, method, True)
 
         print(f'\n{shape} {method}: ms per call, both directions')
+        if args.variants:
+            time_variants(triton_scan, args, forward, train)
+            continue
         for stage, fn in (('fwd', forward), ('bwd', train)):
             if stage == 'bwd' and not args.backward:
                 continue

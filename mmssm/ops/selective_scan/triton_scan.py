@@ -41,6 +41,10 @@ CHECKPOINT_L = 32
 BWD_BLOCK_D = 64
 BWD_PROGRAMS = 1024
 BWD_WARPS = 2
+# dB / dC: stored per program and summed after the kernel (no per-step atomics) while a group spans at most
+# BWD_BC_PARTIAL_BLOCKS programs (the buffer grows with them), else added atomically.
+BWD_BC_PARTIAL = True
+BWD_BC_PARTIAL_BLOCKS = 16
 _TAYLOR_TERMS = 11  # as discretize.py for float32
 
 
@@ -396,11 +400,13 @@ if triton is not None:
             batch_size, dim, length, per_group, groups, n_ckpt,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            HAS_DLAST: tl.constexpr):
+            HAS_DLAST: tl.constexpr, BC_PARTIAL: tl.constexpr = False):
         """The backward as recurrences in time: per chunk of CKPT_L steps (last chunk first), the states are
         recomputed from the saved checkpoint into a program-private scratch (it stays in cache), then the adjoint
         walks the chunk backwards. What step t gives to u and B at step t - j waits in registers until the walk
-        reaches t - j; dB and dC are summed over the program's channels and added atomically per step."""
+        reaches t - j; dB and dC are summed over the program's channels and added atomically per step, or with
+        BC_PARTIAL stored per program (dB_ptr, dC_ptr: (directions, batch, blocks, N, L), summed over the blocks
+        after the kernel; no atomics)."""
         program = tl.program_id(0).to(tl.int64)
         # int64: the second direction's offsets (direction * rows_total * length, ...) pass 2^31 at B D L >= 2^31
         direction = tl.program_id(1).to(tl.int64)
@@ -425,6 +431,8 @@ if triton is not None:
         B_states = B_ptr + direction * B_off + bc_row
         C_states = C_ptr + direction * C_off + bc_row
         grad_bc = ((direction * batch_size + batch) * groups + group) * N * length + states * length
+        if BC_PARTIAL:
+            grad_bc = ((direction * batch_size + batch) * blocks + program % blocks) * N * length + states * length
         mask2 = (channels[:, None] < dim) & state_mask[None, :]
         tile = lanes[:, None] * N_PAD + states[None, :]
         scratch = scratch_ptr + (direction * tl.num_programs(0) + program) * CKPT_L * BLOCK_D * N_PAD + tile
@@ -538,7 +546,10 @@ if triton is not None:
                 dD_acc += dy * u0
                 g = Ct[None, :] * dy[:, None] + a_next * g
                 a_next = a_bar
-                tl.atomic_add(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
+                if BC_PARTIAL:
+                    tl.store(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
+                else:
+                    tl.atomic_add(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
                 slope = w0p * (u0[:, None] * B0[None, :])
                 if K >= 1:
                     slope += w1p * (u1[:, None] * B1[None, :])
@@ -583,7 +594,10 @@ if triton is not None:
                 dbias_acc += d_dt
                 tl.store(du_ptr + grad_rows + pos * x_sl, du.to(du_ptr.dtype.element_ty))
                 tl.store(ddelta_ptr + grad_rows + pos * x_sl, d_dt.to(ddelta_ptr.dtype.element_ty))
-                tl.atomic_add(dB_ptr + grad_bc + pos, dB, mask=state_mask)
+                if BC_PARTIAL:
+                    tl.store(dB_ptr + grad_bc + pos, dB, mask=state_mask)
+                else:
+                    tl.atomic_add(dB_ptr + grad_bc + pos, dB, mask=state_mask)
                 h_t = h_prev
         parameter_rows = direction * dim + channels
         tl.atomic_add(dA_ptr + parameter_rows[:, None] * N + states[None, :], dA_acc, mask=mask2)
@@ -783,8 +797,6 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     dA = torch.zeros((directions, dim, state), device=device, dtype=torch.float32)
     dD = torch.zeros((directions, dim), device=device, dtype=torch.float32)
     dbias = torch.zeros((directions, dim), device=device, dtype=torch.float32)
-    dB = torch.zeros((directions, batch, groups, state, length), device=device, dtype=torch.float32)
-    dC = torch.zeros((directions, batch, groups, state, length), device=device, dtype=torch.float32)
     n_ckpt = checkpoint_count(length)
     if n_ckpt and saved[0].shape[-2] != n_ckpt:
         raise RuntimeError('mmssm triton scan: the forward did not save the checkpoints its backward needs')
@@ -801,11 +813,21 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     inputs = (u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast)
     block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D, programs=BWD_PROGRAMS)
     programs = batch * dim // block_d
+    blocks = dim // block_d
+    partial = BWD_BC_PARTIAL and blocks // groups <= BWD_BC_PARTIAL_BLOCKS
+    if partial:  # each program's dB / dC rows, summed over a group's programs below
+        dB, dC = (torch.empty((directions, batch, blocks, state, length), device=device, dtype=torch.float32)
+                  for _ in range(2))
+    else:
+        dB, dC = (torch.zeros((directions, batch, groups, state, length), device=device, dtype=torch.float32)
+                  for _ in range(2))
     scratch = torch.empty((directions, programs, CHECKPOINT_L, block_d, n_pad), device=device, dtype=torch.float32)
     _scan_bwd_seq_kernel[(programs, directions)](
         *inputs, scratch, du, ddelta, dz, dA, dB, dC, dD, dbias, *offsets,
         batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common,
-        num_warps=BWD_WARPS)
+        BC_PARTIAL=partial, num_warps=BWD_WARPS)
+    if partial:
+        dB, dC = (t.view(directions, batch, groups, blocks // groups, state, length).sum(3) for t in (dB, dC))
     return (list(du.unbind(0)), list(ddelta.unbind(0)), list(dA.unbind(0)), list(dB.to(B[0].dtype).unbind(0)),
             list(dC.to(C[0].dtype).unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)),
             list(dz.unbind(0)) if has_z else [])

@@ -221,8 +221,12 @@ if __name__ == '__main__':
         check_softplus_tail('zoh', -30.0)
         check_softplus_tail('foh', -5.0)
     if part in ('layouts', 'all'):
-        check_strided_layouts('zoh')
+        from mmssm.ops.selective_scan import triton_scan
+        check_strided_layouts('zoh')  # dB / dC per program, summed after the kernel (8 programs a group)
         check_strided_layouts('bilinear')
+        triton_scan.BWD_BC_PARTIAL = False  # and added atomically
+        check_strided_layouts('zoh')
+        triton_scan.BWD_BC_PARTIAL = True
     if part in ('chunked', 'all'):
         # the chunk-parallel forward (chunks of 32 steps: 32 + 32 + 6 at L = 70), the backward from its
         # checkpoints; zoh, and highorder whose three earlier samples cross the chunk boundaries
