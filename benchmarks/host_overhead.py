@@ -42,14 +42,17 @@ def main():
     parser.add_argument('--passes', type=int, default=20)
     parser.add_argument('--rounds', type=int, default=7)
     parser.add_argument('--profile', action='store_true')
+    parser.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'],
+                        help="the model's dtype (the GPU benchmarks' inference runs a bf16 model)")
     args = parser.parse_args()
     if os.environ.get('TRITON_INTERPRET') != '1':
         sys.exit('run with TRITON_INTERPRET=1 (the channels-last path on CPU tensors)')
     stub_kernels()
     from mmssm.models import Vim
     torch.set_num_threads(1)
-    model = Vim(args.arch, img_size=32, patch_size=16, mixer_cfg=dict(scan_backend='triton')).eval()
-    x = torch.randn(1, 3, 32, 32)
+    dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
+    model = Vim(args.arch, img_size=32, patch_size=16, mixer_cfg=dict(scan_backend='triton')).to(dtype).eval()
+    x = torch.randn(1, 3, 32, 32, dtype=dtype)
     times = []
     with torch.inference_mode():
         for _ in range(3):

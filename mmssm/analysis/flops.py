@@ -189,9 +189,10 @@ def _compiled_scan_op_fake(backend, u, delta, A, B, C, D, delta_bias, z, softplu
 _ORIGINAL_COMPILED_SCAN = [None]
 
 
-def _routed_compiled_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None):
-    if gap is not None:  # (gaps go in the kernel only outside a trace; gap_form's plain scan is counted here)
-        raise ValueError('FLOP counting: the scan was given in-kernel gaps under a trace.')
+def _routed_compiled_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None,
+                          a_log=False):
+    if gap is not None or a_log:  # (kernel-only options, taken outside a trace; gap_form's plain scan is counted)
+        raise ValueError('FLOP counting: the scan was given in-kernel gaps or A_log under a trace.')
     return torch.ops.mmssm_analysis.compiled_selective_scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus,
                                                             method, [int(r) for r in reverse])
 

@@ -16,7 +16,7 @@ from mmssm.ops.selective_scan import (
     selective_scan,
     selective_scan_bidirectional,
 )
-from mmssm.ops.selective_scan.compiled import gap_in_kernel
+from mmssm.ops.selective_scan.compiled import kernel_direct
 from mmssm.ops.selective_scan.compiled import scan as compiled_scan
 from mmssm.registry import MODELS
 
@@ -238,28 +238,35 @@ class MambaMixer(nn.Module):
         us = conv1d_channels_last([x] * len(suffixes), [c.weight for c in convs], [c.bias for c in convs],
                                   ['reverse' if suffix == '_b' else 'causal' for suffix in suffixes], activation='silu')
         args = []
-        # gaps in the kernel for inference; as gap_form's plain-scan inputs with autograd
-        in_kernel = gap_steps is not None and gap_in_kernel('triton', [xz, *self.parameters()])
+        # inference: the kernel takes the parameters as they are (A_log, D and the dt bias in the model's dtype)
+        # and the gaps; with autograd, A = -exp(A_log) in float32 and gap_form's plain-scan inputs
+        direct = kernel_direct('triton', [xz, *self.parameters()]) and all(
+            getattr(self, f'dt_proj{suffix}').bias is not None for suffix in suffixes)
+        in_kernel = gap_steps is not None and direct
         for index, (u, suffix) in enumerate(zip(us.unbind(0), suffixes)):
             dt, B, C = getattr(self, f'x_proj{suffix}')(u).split([rank, state, state], dim=-1)
             dt_proj = getattr(self, f'dt_proj{suffix}')
             delta = F.linear(dt, dt_proj.weight).to(u.dtype).transpose(1, 2)  # (batch, d_inner, L) view
-            B, delta_bias = B.transpose(1, 2), at_least_fp32(dt_proj.bias)
-            if in_kernel:
-                check_gap_steps(gap_steps[index], delta, self.discretization)
-            elif gap_steps is not None:
+            B, C, delta_bias = B.transpose(1, 2), C.transpose(1, 2), dt_proj.bias
+            A_log, D = getattr(self, 'A_log' if suffix == '' else 'A_b_log'), getattr(self, f'D{suffix}')
+            if direct:
+                if in_kernel:
+                    check_gap_steps(gap_steps[index], delta, self.discretization)
+                args.append((u.transpose(1, 2), delta, A_log, B.unsqueeze(1), C.unsqueeze(1), D, delta_bias))
+                continue
+            delta_bias = at_least_fp32(delta_bias)
+            if gap_steps is not None:
                 delta, B = gap_form(delta, B, delta_bias, True, gap_steps[index], self.discretization)
                 delta_bias = None
-            A = -torch.exp(at_least_fp32(getattr(self, 'A_log' if suffix == '' else 'A_b_log')))
-            args.append(_compiled_arguments(u.transpose(1, 2), delta, A, B, C.transpose(1, 2),
-                                            at_least_fp32(getattr(self, f'D{suffix}')), delta_bias, 'triton'))
+            args.append(_compiled_arguments(u.transpose(1, 2), delta, -torch.exp(at_least_fp32(A_log)), B, C,
+                                            at_least_fp32(D), delta_bias, 'triton'))
         # the backend directly (its arguments as the public functions build them): these inputs are valid by
         # construction, so those functions' checks (host time on every call of the hot path) are skipped; both
         # directions in one launch
         gaps = list(gap_steps[:len(suffixes)]) if in_kernel else None
         out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], [z] * len(suffixes),
                                gap_steps is None or in_kernel, self.discretization,
-                               [suffix == '_b' for suffix in suffixes], gap=gaps)
+                               [suffix == '_b' for suffix in suffixes], gap=gaps, a_log=direct)
         if self.bidirectional:
             y = torch.lerp(out[0], out[1], 0.5) if self.divide_out else out[0] + out[1]  # the mean in one kernel
         else:

@@ -5,6 +5,8 @@ from torch import nn
 
 from mmssm.ops.causal_conv1d import channel_contiguous, conv1d_channels_last
 from mmssm.ops.selective_scan import METHODS, selective_scan
+from mmssm.ops.selective_scan.compiled import kernel_direct
+from mmssm.ops.selective_scan.compiled import scan as compiled_scan
 from mmssm.registry import MODELS
 
 from .mamba_mixer import channels_last_path
@@ -100,10 +102,17 @@ class MambaVisionMixer(SplitConvMixer):
         x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)
+        backend = backend or self.scan_backend
+        if backend == 'triton' and kernel_direct('triton', [x, *self.parameters()]):
+            # inference: the kernel directly, on the parameters as they are (nothing computed from them per call)
+            out, _ = compiled_scan('triton', [x], [delta.to(x.dtype)], [self.A_log], [B.transpose(1, 2)[:, None]],
+                                   [C.transpose(1, 2)[:, None]], [self.D], [self.dt_proj.bias], [], True,
+                                   self.discretization, [False], a_log=True)
+            return out[0]
         return selective_scan(
             x, delta.to(x.dtype), -torch.exp(at_least_fp32(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
             D=at_least_fp32(self.D), z=None, delta_bias=at_least_fp32(self.dt_proj.bias), delta_softplus=True,
-            discretization=self.discretization, backend=backend or self.scan_backend)
+            discretization=self.discretization, backend=backend)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, dt_rank={self.dt_rank}, discretization={self.discretization!r}'

@@ -262,9 +262,9 @@ def _kernel_gaps(backend, gaps, tensors, u, delta, A, B, C, discretization):
     """(backend, gaps): where the Triton kernel can take gap_steps, a direct inference call of the Triton backend
     (asked for, or under 'auto' where it runs: no gap_form passes beats any backend's plain scan), ('triton', the
     validated gaps); else (backend, None), and gap_form runs."""
-    from .compiled import gap_in_kernel
+    from .compiled import kernel_direct
     requested = (os.environ.get('MMSSM_SCAN_BACKEND') or 'auto') if backend == 'auto' else backend
-    if requested not in ('auto', 'triton') or not gap_in_kernel('triton', [t for t in tensors if t is not None]):
+    if requested not in ('auto', 'triton') or not kernel_direct('triton', [t for t in tensors if t is not None]):
         return backend, None
     if requested == 'auto' and ('triton' not in available_backends(u.device)
                                 or _unsupported('triton', u, B, A, C) is not None):

@@ -119,24 +119,27 @@ def _backward(ctx, dout, dlast, dsaved):
 torch.library.register_autograd('mmssm::selective_scan_fwd', _backward, setup_context=_setup_context)
 
 
-def gap_in_kernel(backend, tensors) -> bool:
-    """Whether :func:`scan` takes ``gap`` for these inputs: a direct inference call of the Triton backend."""
+def kernel_direct(backend, tensors) -> bool:
+    """Whether :func:`scan` takes ``gap`` (and ``a_log``) for these inputs: a direct inference call of the Triton
+    backend."""
     return backend == 'triton' and direct_call(tensors)
 
 
-def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None):
+def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None, a_log=False):
     """One or two directions through the custom op; every argument but the flags is a list, z possibly empty.
-    ``gap``: a list of (batch, L) counts of pruned steps (token pruning, zoh), only where :func:`gap_in_kernel`
-    says so (elsewhere gap_form turns them into plain scan inputs). Returns (out, last_state), each stacked over
-    directions."""
+    ``gap``: a list of (batch, L) counts of pruned steps (token pruning, zoh), and ``a_log``: A holds a model's
+    A_log parameters, with A, D, delta_bias in any float dtype (nothing computed from them on the host); both
+    only where :func:`kernel_direct` says so (elsewhere gap_form turns the gaps into plain scan inputs). Returns
+    (out, last_state), each stacked over directions."""
     tensors = [t for group in (u, delta, A, B, C, D, delta_bias, z) for t in group]
-    if gap is not None and not gap_in_kernel(backend, tensors):
-        raise ValueError(f'scan: gap runs in the kernel only for inference on the Triton backend (got backend '
-                         f'{backend!r}, gradients or tracing); use selective_scan(..., gap_steps=...) instead.')
+    if (gap is not None or a_log) and not kernel_direct(backend, tensors):
+        option = 'gap' if gap is not None else 'a_log'
+        raise ValueError(f'scan: {option} runs in the kernel only for inference on the Triton backend (got backend '
+                         f'{backend!r}, gradients or tracing); use selective_scan(...) instead.')
     if direct_call(tensors):  # inference: the backend without the op's wrappers
         if backend == 'triton':  # its (directions, ...) outputs as they are
             out, last, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
-                                                           reverse, False, gap=gap, stacked=True)
+                                                           reverse, False, gap=gap, stacked=True, a_log=a_log)
             return out, last
         outs, lasts, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
                                                          reverse, False)

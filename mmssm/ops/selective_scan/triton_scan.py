@@ -266,7 +266,7 @@ if triton is not None:
             batch_size, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            SAVE: tl.constexpr, PHASE: tl.constexpr, GAP: tl.constexpr = False):
+            SAVE: tl.constexpr, PHASE: tl.constexpr, GAP: tl.constexpr = False, A_LOG: tl.constexpr = False):
         """The forward as a recurrence in time: a program owns BLOCK_D channels x N states (one element per
         state in registers) and steps through its chunk of the sequence.
 
@@ -275,7 +275,9 @@ if triton is not None:
         (h_end = prod * h_start + local, the recurrence being linear in h); _scan_fwd_combine_kernel turns them
         into each chunk's start state; PHASE 2 reruns each chunk from its start state and writes the outputs.
         GAP (zoh, inference): gap_ptr holds (directions, batch, L) float32 counts g of pruned steps before each
-        step, whose decay becomes exp((1 + g) delta A) (token pruning's hidden-state alignment, gap_form's math)."""
+        step, whose decay becomes exp((1 + g) delta A) (token pruning's hidden-state alignment, gap_form's math).
+        A_LOG: A_ptr holds log(-A) (a model's A_log parameters, any float dtype): nothing is computed per call on
+        the host."""
         program = tl.program_id(0).to(tl.int64)
         chunk = tl.program_id(1).to(tl.int64)
         # int64: the second direction's offsets (direction * rows_total * length, ...) pass 2^31 at B D L >= 2^31
@@ -302,6 +304,8 @@ if triton is not None:
         mask2 = (channels[:, None] < dim) & state_mask[None, :]
         A = tl.load(A_ptr + direction * A_off + channels[:, None] * N + states[None, :], mask=mask2,
                     other=0.0).to(tl.float32)
+        if A_LOG:
+            A = -tl.exp(A)
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
         h = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
@@ -702,7 +706,7 @@ def _check(u, B):
 
 
 def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save_for_backward, gap=None,
-            stacked=False):
+            stacked=False, a_log=False):
     """One or two directions of the scan (lists, one entry per direction; z an empty list for no gate).
 
     u, delta, z: (batch, dim, L), one dtype; B, C: (batch, G, N, L); A (dim, N), D and delta_bias (dim,) float32.
@@ -710,7 +714,9 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     is copied to it if it differs), z, B and C as they are. The outputs are in u's layout. Returns (outs,
     last_states, saved): saved holds the checkpoints of the backward. ``gap``: optional list of (batch, L) counts
     of pruned steps before each step (see the kernel; zoh, and no backward: the autograd path uses gap_form).
-    ``stacked``: return the (directions, ...) tensors instead of lists (the direct inference call).
+    ``stacked``: return the (directions, ...) tensors instead of lists (the direct inference call). ``a_log``: A
+    holds log(-A) (a model's A_log parameter); with it, A, D and delta_bias may have any float dtype (the direct
+    inference call passes a model's parameters as they are; no backward).
     """
     _check(u, B)
     if gap is not None and (method != 'zoh' or save_for_backward):
@@ -735,6 +741,10 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     per_group = dim // groups
     chunk_len = forward_chunk_length(batch, dim, directions, length)
     args = (u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt)
+    if a_log:
+        if save_for_backward:
+            raise ValueError('mmssm triton scan: a_log is an inference option (no backward through A_log here).')
+        common['A_LOG'] = True
     if gap is not None:
         common['GAP'] = True
         gap = torch.stack([g.to(torch.float32) for g in gap])  # (directions, batch, L), a few KB

@@ -86,6 +86,8 @@ def check_mixer(device, method, bidirectional):
     y, y_ref = fast(x), ref(x)
     label = f'mixer {method} bidirectional={bidirectional}' if bidirectional is not None else 'mambavision mixer'
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5, msg=label)
+    with torch.no_grad():  # inference: the kernel called directly, on A_log, D and the dt bias as they are
+        torch.testing.assert_close(fast(x), y_ref, rtol=1e-4, atol=1e-5, msg=f'{label} inference')
     assert_same_gradients(label, x, y, fast, y_ref, ref, rtol=1e-4, atol=1e-4)
     print('ok', label, flush=True)
 
@@ -157,6 +159,33 @@ def check_no_copies(device):
     print('ok no copies', flush=True)
 
 
+def check_parameters_as_they_are(device):
+    """A bf16 model's inference calls the scan kernel directly on its parameters as they are: A_log, D and the dt
+    bias themselves reach it (no per-call casts or exp on the host), and the output equals the custom op's path
+    (A = -exp(A_log) in float32 on the host) to bf16 rounding."""
+    import mmssm.models.layers.mamba_mixer as mamba_mixer
+    import mmssm.models.layers.mamba_vision_mixer as mamba_vision_mixer
+    torch.manual_seed(0)
+    for module, mixer, dims in ((mamba_mixer, MambaMixer(8, d_state=4, scan_backend='triton'), 8),
+                                (mamba_vision_mixer, MambaVisionMixer(16, d_state=4, scan_backend='triton'), 16)):
+        mixer = mixer.to(device, torch.bfloat16)
+        x = torch.randn(2, 6, dims, device=device, dtype=torch.bfloat16, requires_grad=True)
+        calls, original = [], module.compiled_scan
+        module.compiled_scan = lambda *args, **kwargs: calls.append((args, kwargs)) or original(*args, **kwargs)
+        try:
+            expected = mixer(x)  # with autograd: the custom op
+            with torch.no_grad():
+                y = mixer(x)
+        finally:
+            module.compiled_scan = original
+        args, kwargs = calls[-1]
+        parameters = {id(p) for p in mixer.parameters()}
+        assert kwargs['a_log'] and all(id(t) in parameters for group in (args[3], args[6], args[7]) for t in group), \
+            'the direct call did not get the parameters themselves'
+        torch.testing.assert_close(y, expected.detach(), rtol=2e-2, atol=2e-2)
+    print('ok parameters as they are', flush=True)
+
+
 def check_transposed_projection(device):
     """An in_proj whose output is a transposed view (2:4 semi-structured matmuls return one) gives the same
     outputs on the channels-last path, for both mixers (the kernels need unit channel strides: one copy then)."""
@@ -186,6 +215,7 @@ def check_transposed_projection(device):
 if __name__ == '__main__':
     device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
     check_no_copies(device)
+    check_parameters_as_they_are(device)
     check_transposed_projection(device)
     check_conv(device)
     check_gaps(device)
