@@ -4,6 +4,7 @@ bilinear) and for MambaVisionMixer (its 'same' convolutions on the two halves); 
 test_mamba_mixer_channels_last.py: on the CPU through Triton's interpreter (a subprocess with TRITON_INTERPRET=1),
 and compiled on a GPU. ``python channels_last_checks.py [cpu|cuda]`` prints one line per check and exits non-zero
 on the first failure."""
+import functools
 import sys
 
 import torch
@@ -159,6 +160,11 @@ def check_no_copies(device):
     print('ok no copies', flush=True)
 
 
+def _recorded(calls, function, *args, **kwargs):
+    calls.append((args, kwargs))
+    return function(*args, **kwargs)
+
+
 def check_parameters_as_they_are(device):
     """A bf16 model's inference calls the scan kernel directly on its parameters as they are: A_log, D and the dt
     bias themselves reach it (no per-call casts or exp on the host), and the output equals the custom op's path
@@ -171,7 +177,7 @@ def check_parameters_as_they_are(device):
         mixer = mixer.to(device, torch.bfloat16)
         x = torch.randn(2, 6, dims, device=device, dtype=torch.bfloat16, requires_grad=True)
         calls, original = [], module.compiled_scan
-        module.compiled_scan = lambda *args, **kwargs: calls.append((args, kwargs)) or original(*args, **kwargs)
+        module.compiled_scan = functools.partial(_recorded, calls, original)
         try:
             expected = mixer(x)  # with autograd: the custom op
             with torch.no_grad():
