@@ -3,7 +3,8 @@
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
-# kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune (default: all but the last six, in that order).
+# kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 (default: all but the last
+# seven, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -64,9 +65,11 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
     bwdtune) run bwdtune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                --variants default BWD_BC_PARTIAL=0 CHECKPOINT_L=16 CHECKPOINT_L=64 BWD_WARPS=1 BWD_WARPS=4 \
                BWD_BLOCK_D=32 BWD_BLOCK_D=32,BWD_WARPS=1 ;;
+    tune2) run tune2 300 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 8 16 32 64 128 \
+             --warps 1 2 4 --backward --repeats 5 --rounds 2 ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2)"
        exit 2 ;;
   esac
 done

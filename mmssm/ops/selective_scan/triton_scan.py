@@ -11,6 +11,9 @@ step t gives to u and B at t - j in registers until the walk gets there. (A firs
 over (N, L) tiles of one channel was slower at every measured shape and was removed.)
 
 The kernels evaluate discretize.py's math per element in float32 and clamp the earlier samples at the sequence start.
+Their (states, channels) tiles put the channels across the lanes and every state of a channel in one thread, so the
+sums over the states (the output, the step's gradient) need no shuffles: A is read through a stride that Triton
+does not specialize, since a load contiguous in the states would pull the layout the other way.
 """
 import os
 
@@ -44,7 +47,7 @@ BWD_WARPS = 2
 # dB / dC: stored per program and summed after the kernel (no per-step atomics) while a group spans at most
 # BWD_BC_PARTIAL_BLOCKS programs (the buffer grows with them), else added atomically.
 BWD_BC_PARTIAL = True
-BWD_BC_PARTIAL_BLOCKS = 16
+BWD_BC_PARTIAL_BLOCKS = 64
 _TAYLOR_TERMS = 11  # as discretize.py for float32
 
 
@@ -254,15 +257,15 @@ if triton is not None:
         """What the input term dt * w * B_j * u_j of the steps' states (adjoint g) gives back: to dt, and to u and
         B at the earlier step j (they are added there when the walk reaches it)."""
         Q = g * w
-        q = tl.sum(Q * B_j[None, :], axis=1)
-        return u_j * q, dt * q, tl.sum(Q * (dt * u_j)[:, None], axis=0)
+        q = tl.sum(Q * B_j[:, None], axis=0)
+        return u_j * q, dt * q, tl.sum(Q * (dt * u_j)[None, :], axis=1)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['a_sn'])
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
             start_ptr, local_ptr, prod_ptr, gap_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
-            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl,
+            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl, a_sd, a_sn,
             batch_size, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -301,18 +304,20 @@ if triton is not None:
         bc_row = batch * bc_sb + group * bc_sg + states * bc_sn
         B_states = B_ptr + direction * B_off + bc_row
         C_states = C_ptr + direction * C_off + bc_row
-        mask2 = (channels[:, None] < dim) & state_mask[None, :]
-        A = tl.load(A_ptr + direction * A_off + channels[:, None] * N + states[None, :], mask=mask2,
+        mask2 = state_mask[:, None] & (channels[None, :] < dim)
+        # (a_sn, A's state stride, is not specialized to 1: a load contiguous in the states would pull the tile's
+        # layout to states across threads, and the sum over them into shuffles)
+        A = tl.load(A_ptr + direction * A_off + channels[None, :] * a_sd + states[:, None] * a_sn, mask=mask2,
                     other=0.0).to(tl.float32)
         if A_LOG:
             A = -tl.exp(A)
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
-        h = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
-        chunk_rows = ((direction * rows_total + rows[:, None]) * N + states[None, :]) * n_chunks + chunk
+        h = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
+        chunk_rows = ((direction * rows_total + rows[None, :]) * N + states[:, None]) * n_chunks + chunk
         if PHASE == 2:
             h = tl.load(start_ptr + chunk_rows, mask=mask2, other=0.0)
-        prod = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
+        prod = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32) + 1.0
         start = tl.where(reverse != 0, length - 1, 0)
         step = tl.where(reverse != 0, -1, 1)
         t_begin = chunk * chunk_len
@@ -352,36 +357,36 @@ if triton is not None:
                     z_next = tl.load(z_rows + following * z_sl).to(tl.float32)
             if SOFTPLUS:
                 dt = _softplus(dt)
-            x = A * dt[:, None]
+            x = A * dt[None, :]
             if GAP:
                 x = x * scale
             a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(x, METHOD, False)
-            forcing = w0 * (u0[:, None] * B0[None, :])
+            forcing = w0 * (u0[None, :] * B0[:, None])
             if K >= 1:
-                forcing += w1 * (u1[:, None] * B1[None, :])
+                forcing += w1 * (u1[None, :] * B1[:, None])
             if K >= 2:
-                forcing += w2 * (u2[:, None] * B2[None, :])
+                forcing += w2 * (u2[None, :] * B2[:, None])
             if K >= 3:
-                forcing += w3 * (u3[:, None] * B3[None, :])
-            h = a_bar * h + forcing * dt[:, None]
+                forcing += w3 * (u3[None, :] * B3[:, None])
+            h = a_bar * h + forcing * dt[None, :]
             if PHASE == 1:
                 prod = prod * a_bar
             else:
-                y = tl.sum(h * Ct[None, :], axis=1) + D * u0
+                y = tl.sum(h * Ct[:, None], axis=0) + D * u0
                 if HAS_Z:
                     y = y * zv * tl.sigmoid(zv)
                 tl.store(out_rows + pos * x_sl, y.to(out_ptr.dtype.element_ty))
                 if SAVE:
                     index = t // CKPT_L
                     if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
-                        tl.store(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + index) * N
-                                 + states[None, :], h, mask=mask2)
+                        tl.store(ckpt_ptr + ((direction * rows_total + rows[None, :]) * n_ckpt + index) * N
+                                 + states[:, None], h, mask=mask2)
             u1, u2, u3, B1, B2, B3 = _shift_taps(u0, u1, u2, u3, B0, B1, B2, B3, K)
         if PHASE == 1:
             tl.store(local_ptr + chunk_rows, h, mask=mask2)
             tl.store(prod_ptr + chunk_rows, prod, mask=mask2)
         elif chunk == n_chunks - 1:
-            tl.store(last_ptr + (direction * rows_total + rows[:, None]) * N + states[None, :], h, mask=mask2)
+            tl.store(last_ptr + (direction * rows_total + rows[None, :]) * N + states[:, None], h, mask=mask2)
 
     @triton.jit
     def _scan_fwd_combine_kernel(start_ptr, local_ptr, prod_ptr, total, n_chunks, BLOCK: tl.constexpr):
@@ -395,12 +400,12 @@ if triton is not None:
             h = tl.load(prod_ptr + entries * n_chunks + c, mask=mask, other=0.0) * h \
                 + tl.load(local_ptr + entries * n_chunks + c, mask=mask, other=0.0)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['a_sn'])
     def _scan_bwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
             scratch_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, dout_off, reverse0, reverse1,
-            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl, g_sb, g_sd, g_sl,
+            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl, g_sb, g_sd, g_sl, a_sd, a_sn,
             batch_size, dim, length, per_group, groups, n_ckpt,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -437,19 +442,19 @@ if triton is not None:
         grad_bc = ((direction * batch_size + batch) * groups + group) * N * length + states * length
         if BC_PARTIAL:
             grad_bc = ((direction * batch_size + batch) * blocks + program % blocks) * N * length + states * length
-        mask2 = (channels[:, None] < dim) & state_mask[None, :]
-        tile = lanes[:, None] * N_PAD + states[None, :]
+        mask2 = (channels[None, :] < dim) & state_mask[:, None]
+        tile = states[:, None] * BLOCK_D + lanes[None, :]
         scratch = scratch_ptr + (direction * tl.num_programs(0) + program) * CKPT_L * BLOCK_D * N_PAD + tile
-        A = tl.load(A_ptr + direction * A_off + channels[:, None] * N + states[None, :], mask=mask2,
+        A = tl.load(A_ptr + direction * A_off + channels[None, :] * a_sd + states[:, None] * a_sn, mask=mask2,
                     other=0.0).to(tl.float32)
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
-        g = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+        g = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
         if HAS_DLAST:
-            g = tl.load(dlast_ptr + (direction * rows_total + rows[:, None]) * N + states[None, :], mask=mask2,
+            g = tl.load(dlast_ptr + (direction * rows_total + rows[None, :]) * N + states[:, None], mask=mask2,
                         other=0.0).to(tl.float32)
-        a_next = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
-        dA_acc = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+        a_next = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32) + 1.0
+        dA_acc = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
         dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         # contributions waiting for the steps t-1, t-2, t-3 of the walk (u per channel, B per state)
@@ -475,10 +480,10 @@ if triton is not None:
             chunk = n_chunks - 1 - chunk_back
             t0 = chunk * CKPT_L
             t1 = tl.minimum(t0 + CKPT_L, length)
-            h_start = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
+            h_start = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
             if chunk > 0:
-                h_start = tl.load(ckpt_ptr + ((direction * rows_total + rows[:, None]) * n_ckpt + chunk - 1) * N
-                                  + states[None, :], mask=mask2, other=0.0)
+                h_start = tl.load(ckpt_ptr + ((direction * rows_total + rows[None, :]) * n_ckpt + chunk - 1) * N
+                                  + states[:, None], mask=mask2, other=0.0)
             # 1. the chunk's states, from its start state
             h = h_start
             tl.debug_barrier()
@@ -495,15 +500,15 @@ if triton is not None:
                 dt_next = tl.load(delta_rows + following * x_sl).to(tl.float32)
                 if SOFTPLUS:
                     dt = _softplus(dt)
-                a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
-                forcing = w0 * (u0[:, None] * B0[None, :])
+                a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[None, :], METHOD, False)
+                forcing = w0 * (u0[None, :] * B0[:, None])
                 if K >= 1:
-                    forcing += w1 * (u1[:, None] * B1[None, :])
+                    forcing += w1 * (u1[None, :] * B1[:, None])
                 if K >= 2:
-                    forcing += w2 * (u2[:, None] * B2[None, :])
+                    forcing += w2 * (u2[None, :] * B2[:, None])
                 if K >= 3:
-                    forcing += w3 * (u3[:, None] * B3[None, :])
-                h = a_bar * h + forcing * dt[:, None]
+                    forcing += w3 * (u3[None, :] * B3[:, None])
+                h = a_bar * h + forcing * dt[None, :]
                 tl.store(scratch + (t - t0) * (BLOCK_D * N_PAD), h)
                 u1, u2, u3, B1, B2, B3 = _shift_taps(u0, u1, u2, u3, B0, B1, B2, B3, K)
             tl.debug_barrier()
@@ -538,9 +543,9 @@ if triton is not None:
                 dt = raw
                 if SOFTPLUS:
                     dt = _softplus(raw)
-                a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(A * dt[:, None], METHOD, True)
+                a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(A * dt[None, :], METHOD, True)
                 if HAS_Z:
-                    y = tl.sum(h_t * Ct[None, :], axis=1) + D * u0
+                    y = tl.sum(h_t * Ct[:, None], axis=0) + D * u0
                     sig = tl.sigmoid(zv)
                     dy = dout * zv * sig
                     dz = dout * y * sig * (1.0 + zv * (1.0 - sig))
@@ -548,22 +553,22 @@ if triton is not None:
                 else:
                     dy = dout
                 dD_acc += dy * u0
-                g = Ct[None, :] * dy[:, None] + a_next * g
+                g = Ct[:, None] * dy[None, :] + a_next * g
                 a_next = a_bar
                 if BC_PARTIAL:
-                    tl.store(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
+                    tl.store(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[None, :], axis=1), mask=state_mask)
                 else:
-                    tl.atomic_add(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[:, None], axis=0), mask=state_mask)
-                slope = w0p * (u0[:, None] * B0[None, :])
+                    tl.atomic_add(dC_ptr + grad_bc + pos, tl.sum(h_t * dy[None, :], axis=1), mask=state_mask)
+                slope = w0p * (u0[None, :] * B0[:, None])
                 if K >= 1:
-                    slope += w1p * (u1[:, None] * B1[None, :])
+                    slope += w1p * (u1[None, :] * B1[:, None])
                 if K >= 2:
-                    slope += w2p * (u2[:, None] * B2[None, :])
+                    slope += w2p * (u2[None, :] * B2[:, None])
                 if K >= 3:
-                    slope += w3p * (u3[:, None] * B3[None, :])
-                grad_x = g * (a_bar_p * h_prev + dt[:, None] * slope)
-                dA_acc += grad_x * dt[:, None]
-                d_dt = tl.sum(grad_x * A, axis=1)
+                    slope += w3p * (u3[None, :] * B3[:, None])
+                grad_x = g * (a_bar_p * h_prev + dt[None, :] * slope)
+                dA_acc += grad_x * dt[None, :]
+                d_dt = tl.sum(grad_x * A, axis=0)
                 d_dt_j, r0, R0 = _tap_grads(g, w0, u0, B0, dt)
                 d_dt += d_dt_j
                 du = dy * D + r0 + P1
@@ -604,7 +609,7 @@ if triton is not None:
                     tl.atomic_add(dB_ptr + grad_bc + pos, dB, mask=state_mask)
                 h_t = h_prev
         parameter_rows = direction * dim + channels
-        tl.atomic_add(dA_ptr + parameter_rows[:, None] * N + states[None, :], dA_acc, mask=mask2)
+        tl.atomic_add(dA_ptr + parameter_rows[None, :] * N + states[:, None], dA_acc, mask=mask2)
         tl.atomic_add(dD_ptr + parameter_rows, dD_acc)
         tl.atomic_add(dbias_ptr + parameter_rows, dbias_acc)
 
@@ -723,6 +728,7 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
         raise ValueError(f"mmssm triton scan: gap is an inference option of the zoh scan, got method {method!r} "
                          f"and save_for_backward={save_for_backward}; use gap_form for the autograd path.")
     u, delta, B, C, z, cl = _layouts(u, delta, B, C, z)
+    A = _same_strides(list(A))
     directions = len(u)
     batch, dim, length = u[0].shape
     groups, state = B[0].shape[1], A[0].shape[1]
@@ -737,7 +743,7 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     common = dict(N=state, N_PAD=n_pad, CKPT_L=CHECKPOINT_L, METHOD=method_index, K=k, HAS_Z=has_z,
                   SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
-               _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]), *_strides(u, z, B))
+               _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]), *_strides(u, z, B), *A[0].stride())
     per_group = dim // groups
     chunk_len = forward_chunk_length(batch, dim, directions, length)
     args = (u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt)
@@ -795,6 +801,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     """Gradients of :func:`forward`: (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz) as lists."""
     _check(u, B)
     u, delta, B, C, z, cl = _layouts(u, delta, B, C, z)
+    A = _same_strides(list(A))
     directions = len(u)
     batch, dim, length = u[0].shape
     groups, state = B[0].shape[1], A[0].shape[1]
@@ -819,7 +826,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
                   HAS_DLAST=has_dlast)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
                _offset(D), _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]),
-               *_strides(u, z, B), *dout[0].stride())
+               *_strides(u, z, B), *dout[0].stride(), *A[0].stride())
     inputs = (u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast)
     block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D, programs=BWD_PROGRAMS)
     programs = batch * dim // block_d

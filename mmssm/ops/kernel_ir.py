@@ -1,0 +1,57 @@
+"""The Triton scan kernels compiled for a GPU architecture without a GPU (Triton compiles to PTX on any machine),
+and what their PTX does per program: warp shuffles, block barriers, shared-memory accesses, exponentials. A check
+of a kernel's register layout that runs on a CPU: the sums over the states must stay inside each thread.
+
+    python -m mmssm.ops.kernel_ir            # both scan kernels at a few launch constants
+"""
+import argparse
+
+# bf16 activations, float32 parameters and buffers (as a bf16 Vim calls them)
+_BF16 = {'u_ptr', 'delta_ptr', 'z_ptr', 'B_ptr', 'C_ptr', 'out_ptr', 'dout_ptr', 'du_ptr', 'ddelta_ptr', 'dz_ptr'}
+_SCAN_CONSTANTS = dict(N=16, N_PAD=16, CKPT_L=32, METHOD=0, K=0, HAS_Z=True, SOFTPLUS=True, SAVE=False, PHASE=0,
+                       GAP=False, A_LOG=False, HAS_DLAST=False, BC_PARTIAL=True)
+
+
+def compile_kernel(kernel, constants: dict, num_warps: int, arch: int = 90):
+    """``kernel`` (a @triton.jit function) compiled for sm_``arch`` with ``constants`` as its constexprs, pointer
+    arguments typed as in a bf16 model and the other arguments int32. Returns Triton's CompiledKernel."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    names = kernel.arg_names
+    constants = {name: value for name, value in constants.items() if name in names}
+    signature = {name: 'constexpr' if name in constants else
+                 ('*bf16' if name in _BF16 else '*fp32') if name.endswith('_ptr') else 'i32' for name in names}
+    source = ASTSource(kernel, signature, constexprs={(names.index(n),): v for n, v in constants.items()})
+    return triton.compile(source, target=GPUTarget('cuda', arch, 32), options=dict(num_warps=num_warps))
+
+
+def ptx_counts(ptx: str) -> dict:
+    """Instructions of interest in a PTX listing (static counts: a loop's body counts once)."""
+    return {'shuffles': ptx.count('shfl.sync'), 'barriers': ptx.count('bar.sync'),
+            'shared': ptx.count('ld.shared') + ptx.count('st.shared'), 'exp2': ptx.count('ex2.approx')}
+
+
+def scan_kernel_counts(which: str, block_d: int, num_warps: int, **constants) -> dict:
+    """ptx_counts of the Triton scan's forward (``which='fwd'``) or backward kernel at BLOCK_D / num_warps,
+    zoh, 16 states, with a gate and softplus unless ``constants`` say otherwise."""
+    from mmssm.ops.selective_scan import triton_scan
+    kernel = triton_scan._scan_fwd_seq_kernel if which == 'fwd' else triton_scan._scan_bwd_seq_kernel
+    compiled = compile_kernel(kernel, {**_SCAN_CONSTANTS, 'BLOCK_D': block_d, **constants}, num_warps)
+    return ptx_counts(compiled.asm['ptx'])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--configs', nargs='+', default=['fwd,64,1', 'fwd,32,1', 'bwd,64,2', 'bwd,32,1',
+                                                          'bwd,16,1', 'bwd,8,1'],
+                        help='kernel,BLOCK_D,warps')
+    args = parser.parse_args()
+    for config in args.configs:
+        which, block_d, warps = config.split(',')
+        counts = scan_kernel_counts(which, int(block_d), int(warps))
+        print(f'{which} BLOCK_D {block_d:>3s} warps {warps}: ' + ', '.join(f'{k} {v}' for k, v in counts.items()))
+
+
+if __name__ == '__main__':
+    main()
