@@ -12,23 +12,33 @@ _SCAN_CONSTANTS = dict(N=16, N_PAD=16, CKPT_L=32, METHOD=0, K=0, HAS_Z=True, SOF
                        GAP=False, A_LOG=False, HAS_DLAST=False, BC_PARTIAL=True)
 
 
-def compile_kernel(kernel, constants: dict, num_warps: int, arch: int = 90):
-    """``kernel`` (a @triton.jit function) compiled for sm_``arch`` with ``constants`` as its constexprs, pointer
-    arguments typed as in a bf16 model and the other arguments int32. Returns Triton's CompiledKernel."""
+# the unit strides of the mixers' channels-last activations, which Triton specializes at run time (ints equal to 1)
+CHANNELS_LAST_ONES = ('x_sd', 'z_sd', 'bc_sn', 'g_sd')
+
+
+def compile_kernel(kernel, constants: dict, num_warps: int, arch: int = 90, ones=CHANNELS_LAST_ONES):
+    """``kernel`` (a @triton.jit function) compiled for sm_``arch`` with ``constants`` as its constexprs, the
+    ``ones`` arguments equal to 1 and the other ints int32, pointer arguments typed as in a bf16 model and 16-byte
+    aligned (as Triton specializes them at run time). Returns Triton's CompiledKernel."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     names = kernel.arg_names
     constants = {name: value for name, value in constants.items() if name in names}
+    constants.update({name: 1 for name in ones if name in names and name not in kernel.do_not_specialize})
     signature = {name: 'constexpr' if name in constants else
                  ('*bf16' if name in _BF16 else '*fp32') if name.endswith('_ptr') else 'i32' for name in names}
-    source = ASTSource(kernel, signature, constexprs={(names.index(n),): v for n, v in constants.items()})
+    aligned = {(i,): [['tt.divisibility', 16]] for i, name in enumerate(names) if name.endswith('_ptr')}
+    source = ASTSource(kernel, signature, constexprs={(names.index(n),): v for n, v in constants.items()},
+                       attrs=aligned)
     return triton.compile(source, target=GPUTarget('cuda', arch, 32), options=dict(num_warps=num_warps))
 
 
 def ptx_counts(ptx: str) -> dict:
     """Instructions of interest in a PTX listing (static counts: a loop's body counts once)."""
-    return {'shuffles': ptx.count('shfl.sync'), 'barriers': ptx.count('bar.sync'),
+    body = [line.strip() for line in ptx.splitlines()]
+    instructions = [line for line in body if line and line[0] not in '/.$}{' and line.endswith(';')]
+    return {'instructions': len(instructions), 'shuffles': ptx.count('shfl.sync'), 'barriers': ptx.count('bar.sync'),
             'shared': ptx.count('ld.shared') + ptx.count('st.shared'), 'exp2': ptx.count('ex2.approx')}
 
 

@@ -122,9 +122,13 @@ class _TorchStandIn:
         self.calls = 0
 
     def forward(self, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save, gap=None,
-                stacked=False):  # (the triton module's options)
+                stacked=False, a_log=False):  # (the triton module's options)
         assert gap is None
         self.calls += 1
+        if a_log:  # A holds the A_log parameters, D and delta_bias the parameters' dtype
+            A = [-torch.exp(a.float()) for a in A]
+            D = [d.float() if d is not None else None for d in D]
+            delta_bias = [b.float() if b is not None else None for b in delta_bias]
         outs, lasts = [], []
         for d in range(len(u)):
             y, last = self.torch_scan(u[d], delta[d], A[d], B[d], C[d], D[d], z[d] if z else None, delta_bias[d],

@@ -103,7 +103,8 @@ class MambaVisionMixer(SplitConvMixer):
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)
         backend = backend or self.scan_backend
-        if backend == 'triton' and kernel_direct('triton', [x, *self.parameters()]):
+        watched = [x, *self.parameters()] if torch.is_grad_enabled() else [x]  # (listing them costs host time)
+        if backend == 'triton' and kernel_direct('triton', watched):
             # inference: the kernel directly, on the parameters as they are (nothing computed from them per call)
             out, _ = compiled_scan('triton', [x], [delta.to(x.dtype)], [self.A_log], [B.transpose(1, 2)[:, None]],
                                    [C.transpose(1, 2)[:, None]], [self.D], [self.dt_proj.bias], [], True,

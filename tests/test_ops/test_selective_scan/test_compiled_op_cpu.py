@@ -72,9 +72,9 @@ def test_strided_layouts_through_the_triton_interpreter():
     """The kernels on a Vim block's activations as its matmuls lay them out, no copies: u, delta channels-last,
     B and C slices of the x_proj output, z a slice of the in_proj output shared by both directions; forward, last
     states (channels-last outputs) and every gradient of both directions in one launch against the float64 loop,
-    zoh and bilinear (its earlier sample read through the strides)."""
+    zoh and bilinear (its earlier sample read through the strides); zoh also with the backward's dB / dC atomics."""
     stdout = _interpret('layouts')
-    assert stdout.count('ok ') == 2, stdout
+    assert stdout.count('ok ') == 3, stdout
 
 
 @needs_interpreter
