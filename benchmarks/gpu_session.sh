@@ -3,8 +3,8 @@
 # `source .kit/install.sh`). Each step has its own time limit and writes its log / JSON under $OUT, so a step that
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
-# kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 (default: all but the last
-# seven, in that order).
+# kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
+# mvquick (default: all but the last eleven, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -60,6 +60,20 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                tests/test_ops/test_selective_scan/test_keep_mask.py tests/test_ops/test_eager.py ;;  # (scantests: the rest)
     vim224) run vim224 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_t_triton_graph,deit_t,vim_s,vim_s_cuda \
               --sizes 224:128 --max-seconds 2 --json "$OUT/vim224.json" ;;
+    mvprofile) run mvprofile 60 env MMSSM_SCAN_BACKEND=triton python benchmarks/profile_vim.py --models mambavision_t \
+                 --top 30
+               run mvprofile_cl 60 env MMSSM_SCAN_BACKEND=triton python benchmarks/profile_vim.py --models mambavision_t \
+                 --top 30 --channels-last ;;
+    mvquick) run mvtests 120 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" -k "triton" \
+               tests/test_models/test_backbones/test_mamba_vision.py::test_gpu_backends_match_the_cpu_model
+             run mvquick 240 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
+               --max-seconds 3 --deadline 150 --models mambavision_t,mambavision_t_mamba,mambavision_s,mambavision_s_mamba \
+               --train-models '' --out "$OUT/mambavision_quick.json"
+             run mvquick_cl 120 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
+               --max-seconds 3 --deadline 80 --models mambavision_t,mambavision_t_mamba,mambavision_s,mambavision_s_mamba \
+               --train-models '' --channels-last --out "$OUT/mambavision_quick_cl.json" ;;
+    vim224t) run vim224t 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton_graph,deit_t,vim_s --sizes 224:128 \
+               --max-seconds 2 --json "$OUT/vim224t.json" ;;  # (vim224 without the CUDA-extension models: no build)
     kernelcheck) run kernelcheck 90 bash -c 'for part in layouts chunked methods gaps; do
                    python tests/test_ops/test_selective_scan/interpreted_ops.py $part || exit 1; done' ;;
     bwdtune) run bwdtune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
@@ -67,9 +81,12 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                BWD_BLOCK_D=32 BWD_BLOCK_D=32,BWD_WARPS=1 ;;
     tune2) run tune2 300 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 8 16 32 64 128 \
              --warps 1 2 4 --backward --repeats 5 --rounds 2 ;;
+    tune3) run tune3 200 bash -c 'python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 32 64 128 \
+             --warps 1 2 4 --repeats 5 --rounds 2 && python benchmarks/scan_tune.py --shapes 128,384,197,16 \
+             --variants default BWD_BLOCK_D=32,BWD_WARPS=1 BWD_BLOCK_D=16,BWD_WARPS=1 BWD_WARPS=4 --repeats 5' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick)"
        exit 2 ;;
   esac
 done

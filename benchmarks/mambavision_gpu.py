@@ -260,12 +260,17 @@ def summarize(times, batch):
                 ms_max=1000 * max(times), iters=len(times))
 
 
+def layout(args):
+    return torch.channels_last if args.channels_last else torch.contiguous_format
+
+
 def run_inference(name, kernels, args, device, dtype):
     _, _, _, on_mamba = parse_name(name)
-    model = build_model(name, args.size, device).to(dtype).eval()
+    model = build_model(name, args.size, device).to(dtype).eval().to(memory_format=layout(args))
     result = dict(params_m=sum(p.numel() for p in model.parameters()) / 1e6)
     generator = torch.Generator(device).manual_seed(1)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device, dtype=dtype, generator=generator)
+    x = x.contiguous(memory_format=layout(args))
     with torch.inference_mode():
         if on_mamba:  # same object, same input: mmssm's scan first, then mamba-ssm's
             reference = model(x).float()
@@ -288,7 +293,7 @@ def flat_grad(model):
 
 def run_training(name, kernels, args, device, dtype):
     _, _, _, on_mamba = parse_name(name)
-    model = build_model(name, args.size, device).train()
+    model = build_model(name, args.size, device).train().to(memory_format=layout(args))
     result = dict(params_m=sum(p.numel() for p in model.parameters()) / 1e6)
     batch = args.train_batch
     while True:
@@ -313,6 +318,7 @@ def run_training(name, kernels, args, device, dtype):
 def _train(model, name, on_mamba, kernels, batch, args, device, dtype):
     generator = torch.Generator(device).manual_seed(2)
     x = torch.randn(batch, 3, args.size, args.size, device=device, generator=generator)
+    x = x.contiguous(memory_format=layout(args))
     labels = torch.randint(0, 1000, (batch,), device=device, generator=generator)
     result = dict(batch=batch)
 
@@ -452,6 +458,8 @@ def main(argv=None):
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16'],
                         help='inference weights and inputs; training autocast dtype')
     parser.add_argument('--device', default='cuda')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='every model and input in torch.channels_last (cuDNN\'s layout), for all models alike')
     parser.add_argument('--sdist-dir', default='.kit/sdist', help='folder holding mamba_ssm-*.tar.gz')
     parser.add_argument('--build-dir', default='/tmp/mamba_build',
                         help='mamba-ssm kernel build folder (a finished build there is reused)')

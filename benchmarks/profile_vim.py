@@ -1,6 +1,8 @@
-"""Where a Vim inference pass spends its GPU time: torch.profiler over a few passes, kernels grouped by name.
+"""Where a Vim (or MambaVision) inference pass spends its GPU time: torch.profiler over a few passes, kernels
+grouped by name.
 
     python benchmarks/profile_vim.py --models vim_t_triton,vim_t_cuda --size 224 --batch 128
+    MMSSM_SCAN_BACKEND=triton python benchmarks/profile_vim.py --models mambavision_t --channels-last
 
 Prints, per model, wall time per pass, GPU busy time per pass (sum of kernel times; a gap to wall time is launch
 or Python overhead), and the top kernels by total time with their share and call count per pass; with --host, the
@@ -60,9 +62,15 @@ def kernel_table(model, x, passes, top, label):
         print(f'{ms:8.3f} ms {100 * ms / busy:5.1f}% {calls // passes:5d}x  {kernel[:110]}')
 
 
-def profile(name, batch, size, passes, top, host):
-    model = build_vim(name, size).cuda().to(torch.bfloat16).eval()
-    x = torch.randn(batch, 3, size, size, device='cuda', dtype=torch.bfloat16)
+def profile(name, batch, size, passes, top, host, channels_last=False):
+    if name.startswith('mambavision_'):  # benchmarks/mambavision_gpu.py's names (not its _mamba ones)
+        from benchmarks.mambavision_gpu import build_model
+        model = build_model(name, size, 'cuda')
+    else:
+        model = build_vim(name, size)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.cuda().to(torch.bfloat16).eval().to(memory_format=layout)
+    x = torch.randn(batch, 3, size, size, device='cuda', dtype=torch.bfloat16).contiguous(memory_format=layout)
     kernel_table(model, x, passes, top, f'{name} {size}px batch {batch}')
     if host:
         python_profile(model, x, passes, top)
@@ -76,9 +84,10 @@ def main():
     parser.add_argument('--passes', type=int, default=10)
     parser.add_argument('--top', type=int, default=20)
     parser.add_argument('--host', action='store_true', help='also cProfile the Python side')
+    parser.add_argument('--channels-last', action='store_true', help='model and input in torch.channels_last')
     args = parser.parse_args()
     for name in args.models.split(','):
-        profile(name, args.batch, args.size, args.passes, args.top, args.host)
+        profile(name, args.batch, args.size, args.passes, args.top, args.host, args.channels_last)
 
 
 if __name__ == '__main__':

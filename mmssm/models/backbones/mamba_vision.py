@@ -65,6 +65,13 @@ def num_mamba_blocks(depth: int) -> int:
     return (depth + 1) // 2
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """torch.channels_last for a channels-last (and not also contiguous) map, else torch.contiguous_format."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class PatchEmbed(nn.Module):
     """The stem: two 3x3 stride-2 convolutions (no bias) with BatchNorm (eps 1e-4) and ReLU; stride 4."""
 
@@ -245,13 +252,15 @@ class MambaVisionStage(nn.Module):
             x = self._run_blocks(x)
         else:
             height, width = x.shape[-2:]
+            layout = memory_format(x)
             padded = pad_to_windows(x, self.window_size)
             tokens = window_partition(padded, self.window_size)
             reg = self.num_registers
             if reg:
                 tokens = torch.cat([self.registers.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
             tokens = self._run_blocks(tokens, WindowGeometry(height, width, self.window_size, reg))[:, reg:]
-            x = window_merge(tokens, self.window_size, *padded.shape[-2:])[:, :, :height, :width].contiguous()
+            x = window_merge(tokens, self.window_size, *padded.shape[-2:])[:, :, :height, :width]
+            x = x.contiguous(memory_format=layout)  # the stage's input layout
         return (x if self.downsample is None else self.downsample(x)), x
 
 
@@ -273,6 +282,10 @@ class MambaVision(BaseModule):
 
     Any input size works: the stem and the downsamplings round up (ceil(H / 2) each), and each hybrid stage pads
     its map to whole windows and crops the padding afterwards.
+
+    The maps keep the input's memory format: a channels-last input (``x.to(memory_format=torch.channels_last)``,
+    with the model converted the same way) runs every convolution and BatchNorm in cuDNN's native layout on a GPU,
+    without NCHW <-> NHWC conversions, and a window is then a view of the map. Dense outputs are contiguous NCHW.
 
     Args:
         arch (str | dict): a name of :attr:`arch_zoo` (the paper's 'tiny', 'tiny2', 'small', 'base', 'large',

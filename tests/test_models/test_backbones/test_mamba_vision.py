@@ -1,5 +1,6 @@
 """MambaVision: sizes against the paper, the official structure, float64 parity with an independent statement of
 the official forward (mamba_vision_reference.py), dense outputs at any size, every discretization, options, errors."""
+import copy
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from mmssm.converters import convert_mambavision_checkpoint
 from mmssm.models import MambaVision, MambaVisionMixer
 from mmssm.models.backbones.mamba_vision import ConvBlock, HybridBlock, num_mamba_blocks
 from mmssm.models.layers import LayerNorm2d, MultiheadSelfAttention
+from mmssm.models.layers.window import window_merge, window_partition
 from mmssm.ops.selective_scan import METHODS
 
 # the paper's / README's parameter counts in millions, with a 1000-class head
@@ -239,6 +241,40 @@ def test_padding_is_cropped_and_windows_are_independent():
     assert a.shape[-2:] == (6, 6)
     torch.testing.assert_close(a[..., :3, :3], b[..., :3, :3])
     assert not torch.allclose(a[..., 3:, 3:], b[..., 3:, 3:])
+
+
+@pytest.mark.parametrize('size', [(70, 45), (64, 64)])  # padded windows; one window a map in the last stages
+def test_channels_last_input_keeps_its_layout_and_computes_the_same(size):
+    """Float64: a channels-last input and model give the NCHW run's dense maps and gradients; the stages' maps stay
+    channels-last (cuDNN's layout on a GPU); the outputs are contiguous NCHW."""
+    torch.manual_seed(0)
+    model = MambaVision('test', out_indices=(0, 1, 2, 3), out_norm='ln2d').double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    outs = model(x)
+    grads = torch.autograd.grad(sum(o.square().mean() for o in outs), list(model.parameters()))
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    layouts = []
+    for level in model_cl.levels:
+        level.register_forward_hook(lambda module, args, result: layouts.append(result[1].is_contiguous(
+            memory_format=torch.channels_last)))
+    outs_cl = model_cl(x.to(memory_format=torch.channels_last))
+    grads_cl = torch.autograd.grad(sum(o.square().mean() for o in outs_cl), list(model_cl.parameters()))
+    assert layouts == [True] * 4
+    for a, b in zip(outs, outs_cl):
+        assert b.is_contiguous()
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    for (name, _), a, b in zip(model.named_parameters(), grads, grads_cl):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_window_partition_is_contiguous_with_one_window():
+    """One window a map: the permute would stay a strided view, and every block after it would copy or run
+    strided (the blocks' LayerNorms and residual adds)."""
+    x = torch.randn(2, 5, 7, 7)
+    tokens = window_partition(x, 7)
+    assert tokens.is_contiguous()
+    torch.testing.assert_close(tokens, x.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(window_merge(tokens, 7, 7, 7), x)
 
 
 @pytest.mark.parametrize('method', METHODS)
