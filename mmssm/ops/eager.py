@@ -7,7 +7,8 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 def direct_call(tensors) -> bool:
     """True when nothing needs the op boundary: no gradient flows to ``tensors``, nothing is compiling or tracing,
-    and no dispatch mode (FLOP counters, op recorders) is watching."""
+    and no dispatch mode (FLOP counters, op recorders) is watching. ``tensors``: any iterable, read only with
+    autograd on (so a module's ``parameters()`` cost nothing in inference)."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
     return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or _get_current_dispatch_mode() is not None)

@@ -26,6 +26,23 @@ def test_direct_call_only_without_gradient_compile_trace_or_dispatch_mode():
     assert seen == [False]
 
 
+def test_direct_call_reads_the_tensors_only_with_autograd_on():
+    """A mixer passes its parameters lazily: inference must not walk them (host time on every call)."""
+    x, w = torch.randn(3), torch.randn(3, requires_grad=True)
+    read = []
+
+    def tensors():
+        for t in (x, w):
+            read.append(t)
+            yield t
+
+    with torch.no_grad():
+        assert direct_call(tensors())
+    assert read == []
+    assert not direct_call(tensors())
+    assert len(read) == 2
+
+
 def test_host_helpers_equal_tritons():
     import pytest
     triton = pytest.importorskip('triton')

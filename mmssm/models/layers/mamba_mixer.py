@@ -1,3 +1,4 @@
+import itertools
 import math
 import os
 
@@ -240,9 +241,7 @@ class MambaMixer(nn.Module):
         args = []
         # inference: the kernel takes the parameters as they are (A_log, D and the dt bias in the model's dtype)
         # and the gaps; with autograd, A = -exp(A_log) in float32 and gap_form's plain-scan inputs
-        # (the parameters only matter with autograd on: listing them costs host time on every call)
-        watched = [xz, *self.parameters()] if torch.is_grad_enabled() else [xz]
-        direct = kernel_direct('triton', watched) and all(
+        direct = kernel_direct('triton', itertools.chain((xz,), self.parameters())) and all(
             getattr(self, f'dt_proj{suffix}').bias is not None for suffix in suffixes)
         in_kernel = gap_steps is not None and direct
         for index, (u, suffix) in enumerate(zip(us.unbind(0), suffixes)):

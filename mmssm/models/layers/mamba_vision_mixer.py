@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import torch
@@ -103,8 +104,7 @@ class MambaVisionMixer(SplitConvMixer):
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)
         backend = backend or self.scan_backend
-        watched = [x, *self.parameters()] if torch.is_grad_enabled() else [x]  # (listing them costs host time)
-        if backend == 'triton' and kernel_direct('triton', watched):
+        if kernel_direct(backend, itertools.chain((x,), self.parameters())):
             # inference: the kernel directly, on the parameters as they are (nothing computed from them per call)
             out, _ = compiled_scan('triton', [x], [delta.to(x.dtype)], [self.A_log], [B.transpose(1, 2)[:, None]],
                                    [C.transpose(1, 2)[:, None]], [self.D], [self.dt_proj.bias], [], True,

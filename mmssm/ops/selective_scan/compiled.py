@@ -121,7 +121,7 @@ torch.library.register_autograd('mmssm::selective_scan_fwd', _backward, setup_co
 
 def kernel_direct(backend, tensors) -> bool:
     """Whether :func:`scan` takes ``gap`` (and ``a_log``) for these inputs: a direct inference call of the Triton
-    backend."""
+    backend. ``tensors`` as :func:`~mmssm.ops.eager.direct_call` takes them (any iterable)."""
     return backend == 'triton' and direct_call(tensors)
 
 

@@ -70,6 +70,7 @@ def checkpoint_count(length: int) -> int:
 
 if triton is not None:
     TAYLOR_TERMS = tl.constexpr(_TAYLOR_TERMS)
+    LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E)
 
     @triton.jit
     def _softplus(x):
@@ -255,6 +256,28 @@ if triton is not None:
         return u1, u2, u3, B1, B2, B3
 
     @triton.jit
+    def _tap_sum(w0, w1, w2, w3, u0, u1, u2, u3, B0, B1, B2, B3, K: tl.constexpr, STATES_FIRST: tl.constexpr):
+        """sum_j w_j * u_j B_j over the step and its K earlier samples, as a (states, channels) tile (the forward's)
+        or a (channels, states) one (the backward's)."""
+        if STATES_FIRST:
+            total = w0 * (u0[None, :] * B0[:, None])
+            if K >= 1:
+                total += w1 * (u1[None, :] * B1[:, None])
+            if K >= 2:
+                total += w2 * (u2[None, :] * B2[:, None])
+            if K >= 3:
+                total += w3 * (u3[None, :] * B3[:, None])
+        else:
+            total = w0 * (u0[:, None] * B0[None, :])
+            if K >= 1:
+                total += w1 * (u1[:, None] * B1[None, :])
+            if K >= 2:
+                total += w2 * (u2[:, None] * B2[None, :])
+            if K >= 3:
+                total += w3 * (u3[:, None] * B3[None, :])
+        return total
+
+    @triton.jit
     def _tap_grads(g, w, u_j, B_j, dt):
         """What the input term dt * w * B_j * u_j of the steps' states (adjoint g) gives back: to dt, and to u and
         B at the earlier step j (they are added there when the walk reaches it)."""
@@ -313,7 +336,7 @@ if triton is not None:
                     other=0.0).to(tl.float32)
         if A_LOG:
             A = -tl.exp(A)
-        A2 = A * 1.4426950408889634  # exp(x) = exp2(x log2(e)): the zoh loop multiplies once per state
+        A2 = A * LOG2E  # exp(x) = exp2(x log2(e)): the zoh loop multiplies once per state
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
         h = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
@@ -369,13 +392,7 @@ if triton is not None:
                 if GAP:
                     x = x * scale
                 a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(x, METHOD, False)
-                forcing = w0 * (u0[None, :] * B0[:, None])
-                if K >= 1:
-                    forcing += w1 * (u1[None, :] * B1[:, None])
-                if K >= 2:
-                    forcing += w2 * (u2[None, :] * B2[:, None])
-                if K >= 3:
-                    forcing += w3 * (u3[None, :] * B3[:, None])
+                forcing = _tap_sum(w0, w1, w2, w3, u0, u1, u2, u3, B0, B1, B2, B3, K, True)
                 h = a_bar * h + forcing * dt[None, :]
             if PHASE == 1:
                 prod = prod * a_bar
@@ -455,7 +472,7 @@ if triton is not None:
         scratch = scratch_ptr + (direction * tl.num_programs(0) + program) * CKPT_L * BLOCK_D * N_PAD + tile
         A = tl.load(A_ptr + direction * A_off + channels[:, None] * a_sd + states[None, :] * a_sn, mask=mask2,
                     other=0.0).to(tl.float32)
-        A2 = A * 1.4426950408889634  # exp(x) = exp2(x log2(e)) (zoh)
+        A2 = A * LOG2E  # (zoh, as the forward's)
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
         g = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
@@ -513,13 +530,7 @@ if triton is not None:
                     h = tl.exp2(A2 * dt[:, None]) * h + (u0 * dt)[:, None] * B0[None, :]
                 else:
                     a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
-                    forcing = w0 * (u0[:, None] * B0[None, :])
-                    if K >= 1:
-                        forcing += w1 * (u1[:, None] * B1[None, :])
-                    if K >= 2:
-                        forcing += w2 * (u2[:, None] * B2[None, :])
-                    if K >= 3:
-                        forcing += w3 * (u3[:, None] * B3[None, :])
+                    forcing = _tap_sum(w0, w1, w2, w3, u0, u1, u2, u3, B0, B1, B2, B3, K, False)
                     h = a_bar * h + forcing * dt[:, None]
                 tl.store(scratch + (t - t0) * (BLOCK_D * N_PAD), h)
                 u1, u2, u3, B1, B2, B3 = _shift_taps(u0, u1, u2, u3, B0, B1, B2, B3, K)
@@ -578,13 +589,7 @@ if triton is not None:
                     grad_x = g * a_bar * h_prev
                     d_dt_j, r0, R0 = _tap_grads(g, 1.0, u0, B0, dt)
                 else:
-                    slope = w0p * (u0[:, None] * B0[None, :])
-                    if K >= 1:
-                        slope += w1p * (u1[:, None] * B1[None, :])
-                    if K >= 2:
-                        slope += w2p * (u2[:, None] * B2[None, :])
-                    if K >= 3:
-                        slope += w3p * (u3[:, None] * B3[None, :])
+                    slope = _tap_sum(w0p, w1p, w2p, w3p, u0, u1, u2, u3, B0, B1, B2, B3, K, False)
                     grad_x = g * (a_bar_p * h_prev + dt[:, None] * slope)
                     d_dt_j, r0, R0 = _tap_grads(g, w0, u0, B0, dt)
                 dA_acc += grad_x * dt[:, None]
