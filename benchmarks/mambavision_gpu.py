@@ -13,7 +13,8 @@ Models (1000-class classifiers at --size, random weights):
   convnext_t / _s / _b      timm convnext_tiny / small / base
   swin_t / _s / _b          timm swin_{tiny,small,base}_patch4_window7_224 (fused attention, timm's default)
 
-Inference: bf16 weights and inputs (--dtype), ``torch.inference_mode``, batch --batch. Training: one step is
+Inference: bf16 weights and inputs (--dtype), ``torch.inference_mode``, batch --batch; --channels-last,
+--fuse-conv-bn and --compile apply to every model of the run alike. Training: one step is
 zero_grad, forward under bf16 autocast, cross-entropy on random labels, backward and fused AdamW, float32 weights,
 batch --train-batch (halved on out-of-memory until it fits). Before timing a ``_mamba`` model, the same model
 object is run with mmssm's scan and with mamba-ssm's, on the same random input (training: same input, labels and
@@ -266,8 +267,12 @@ def layout(args):
 
 def run_inference(name, kernels, args, device, dtype):
     _, _, _, on_mamba = parse_name(name)
-    model = build_model(name, args.size, device).to(dtype).eval().to(memory_format=layout(args))
+    model = build_model(name, args.size, device).eval()
     result = dict(params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+    if args.fuse_conv_bn:  # in float32, before the cast
+        from mmcv.cnn import fuse_conv_bn
+        fuse_conv_bn(model)
+    model = model.to(dtype).to(memory_format=layout(args))
     generator = torch.Generator(device).manual_seed(1)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device, dtype=dtype, generator=generator)
     x = x.contiguous(memory_format=layout(args))
@@ -279,10 +284,16 @@ def run_inference(name, kernels, args, device, dtype):
             print(f'    {name}: outputs against mmssm\'s scan, relative error {result["rel_err"]:.2e} '
                   f'(max-abs based {result["max_rel_err"]:.2e}), {result["mixers_switched"]} mixers', flush=True)
             del reference
+        forward = model
+        if args.compile:  # after the scan switch: a _mamba model compiles around mamba-ssm's scan (graph breaks)
+            forward = torch.compile(model)
+            compile_start = time.perf_counter()
+            forward(x)
+            result['compile_seconds'] = time.perf_counter() - compile_start
         for _ in range(args.warmup):
-            model(x)
+            forward(x)
         reset_peak(device)
-        times = time_passes(lambda: model(x), device, args)
+        times = time_passes(lambda: forward(x), device, args)
     result.update(summarize(times, args.batch), batch=args.batch, peak_mib=peak_mib(device))
     return result
 
@@ -460,6 +471,12 @@ def main(argv=None):
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--channels-last', action='store_true',
                         help='every model and input in torch.channels_last (cuDNN\'s layout), for all models alike')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='inference: fold every BatchNorm into the convolution before it (mmcv.cnn.fuse_conv_bn), '
+                             'for all models alike')
+    parser.add_argument('--compile', action='store_true',
+                        help='inference: time torch.compile(model) (default mode) for all models alike; mmssm\'s '
+                             'scan is a custom op (one graph), mamba-ssm\'s autograd.Function breaks the graph')
     parser.add_argument('--sdist-dir', default='.kit/sdist', help='folder holding mamba_ssm-*.tar.gz')
     parser.add_argument('--build-dir', default='/tmp/mamba_build',
                         help='mamba-ssm kernel build folder (a finished build there is reused)')

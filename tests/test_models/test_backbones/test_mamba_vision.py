@@ -267,6 +267,30 @@ def test_channels_last_input_keeps_its_layout_and_computes_the_same(size):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=name)
 
 
+def test_conv_bn_fold_for_inference():
+    """mmcv.cnn.fuse_conv_bn (mmpretrain's --fuse-conv-bn, benchmarks/mambavision_gpu.py --fuse-conv-bn) folds
+    every BatchNorm of the stem and the conv blocks into its convolution: the children's order is the data flow's.
+    Only the classifier's final BatchNorm (after attention blocks, no convolution) stays."""
+    fuse_conv_bn = pytest.importorskip('mmcv.cnn').fuse_conv_bn
+    torch.manual_seed(0)
+    model = MambaVision('test', out_indices=(0, 1, 2, 3), out_norm='bn').double().eval()
+    for module in model.modules():  # non-trivial statistics, so that a wrong fold shows
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    x = torch.randn(2, 3, 45, 70, dtype=torch.float64)
+    with torch.no_grad():
+        reference = model(x)
+        fused = fuse_conv_bn(copy.deepcopy(model))
+        outs = fused(x)
+    left = [name for name, module in fused.named_modules() if isinstance(module, nn.BatchNorm2d)]
+    assert left == ['norm0', 'norm1', 'norm2', 'norm3']
+    for a, b in zip(reference, outs):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
 def test_window_partition_is_contiguous_with_one_window():
     """One window a map: the permute would stay a strided view, and every block after it would copy or run
     strided (the blocks' LayerNorms and residual adds)."""
