@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast (default: all but the last twelve, in that order).
+# mvquick mvfast mvprofcl (default: all but the last thirteen, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -64,6 +64,8 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                  --top 30
                run mvprofile_cl 60 env MMSSM_SCAN_BACKEND=triton python benchmarks/profile_vim.py --models mambavision_t \
                  --top 30 --channels-last ;;
+    mvprofcl) run mvprofile_cl 60 env MMSSM_SCAN_BACKEND=triton python benchmarks/profile_vim.py --models mambavision_t \
+                --top 30 --channels-last --fuse-conv-bn ;;
     mvquick) run mvtests 120 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" -k "triton" \
                tests/test_models/test_backbones/test_mamba_vision.py::test_gpu_backends_match_the_cpu_model
              run mvquick 240 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
@@ -72,12 +74,12 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
              run mvquick_cl 120 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
                --max-seconds 3 --deadline 80 --models mambavision_t,mambavision_t_mamba,mambavision_s,mambavision_s_mamba \
                --train-models '' --channels-last --out "$OUT/mambavision_quick_cl.json" ;;
-    mvfast) run mvfast 420 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
-              --max-seconds 3 --deadline 300 --channels-last --fuse-conv-bn \
+    mvfast) run mvfast 280 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
+              --max-seconds 2 --deadline 200 --channels-last --fuse-conv-bn \
               --models mambavision_t,mambavision_t_mamba,convnext_t,swin_t,mambavision_s,mambavision_s_mamba \
               --train-models '' --out "$OUT/mambavision_fast.json"
-            run mvcompile 300 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
-              --max-seconds 3 --deadline 200 --channels-last --fuse-conv-bn --compile \
+            run mvcompile 240 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
+              --max-seconds 3 --deadline 150 --channels-last --fuse-conv-bn --compile \
               --models mambavision_t,mambavision_t_mamba,convnext_t --train-models '' \
               --out "$OUT/mambavision_compile.json" ;;
     vim224t) run vim224t 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton_graph,deit_t,vim_s --sizes 224:128 \

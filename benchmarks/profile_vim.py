@@ -62,13 +62,16 @@ def kernel_table(model, x, passes, top, label):
         print(f'{ms:8.3f} ms {100 * ms / busy:5.1f}% {calls // passes:5d}x  {kernel[:110]}')
 
 
-def profile(name, batch, size, passes, top, host, channels_last=False):
+def profile(name, batch, size, passes, top, host, channels_last=False, fuse_conv_bn=False):
     if name.startswith('mambavision_'):  # benchmarks/mambavision_gpu.py's names (not its _mamba ones)
         from benchmarks.mambavision_gpu import build_model
         model = build_model(name, size, 'cuda')
     else:
         model = build_vim(name, size)
     layout = torch.channels_last if channels_last else torch.contiguous_format
+    if fuse_conv_bn:
+        from mmcv.cnn import fuse_conv_bn as fuse
+        fuse(model.eval())
     model = model.cuda().to(torch.bfloat16).eval().to(memory_format=layout)
     x = torch.randn(batch, 3, size, size, device='cuda', dtype=torch.bfloat16).contiguous(memory_format=layout)
     kernel_table(model, x, passes, top, f'{name} {size}px batch {batch}')
@@ -85,9 +88,11 @@ def main():
     parser.add_argument('--top', type=int, default=20)
     parser.add_argument('--host', action='store_true', help='also cProfile the Python side')
     parser.add_argument('--channels-last', action='store_true', help='model and input in torch.channels_last')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='fold every BatchNorm into the convolution before it (mmcv.cnn.fuse_conv_bn)')
     args = parser.parse_args()
     for name in args.models.split(','):
-        profile(name, args.batch, args.size, args.passes, args.top, args.host, args.channels_last)
+        profile(name, args.batch, args.size, args.passes, args.top, args.host, args.channels_last, args.fuse_conv_bn)
 
 
 if __name__ == '__main__':
