@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl (default: all but the last thirteen, in that order).
+# mvquick mvfast mvprofcl graph (default: all but the last fourteen, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -82,6 +82,9 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
               --max-seconds 3 --deadline 150 --channels-last --fuse-conv-bn --compile \
               --models mambavision_t,mambavision_t_mamba,convnext_t --train-models '' \
               --out "$OUT/mambavision_compile.json" ;;
+    graph) run graphtests 120 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" tests/test_engine/test_cuda_graph.py
+           run graphbench 120 bash -c 'for flag in "" --cuda-graph; do python tools/analysis/benchmark.py \
+             configs/cls/vim-tiny-p16_8xb128_in1k.py --batch-size 128 --amp --iters 30 --warmup 3 $flag | tail -8; done' ;;
     vim224t) run vim224t 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton_graph,deit_t,vim_s --sizes 224:128 \
                --max-seconds 2 --json "$OUT/vim224t.json" ;;  # (vim224 without the CUDA-extension models: no build)
     kernelcheck) run kernelcheck 90 bash -c 'for part in layouts chunked methods gaps; do

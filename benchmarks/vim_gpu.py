@@ -11,8 +11,8 @@ Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference
                           original Vim calls them (backward direction by flipping)
   vim_t_triton / vim_s_triton  mmssm's model with scan_backend='triton': the mixers' channels-last path (the
                           conv and scan kernels read the matmuls' layouts; no transposes or copies)
-  vim_t_triton_graph ...  the _triton model's forward captured once in a CUDA graph and replayed (no Python or
-                          launch overhead per pass: what per-call overhead costs)
+  vim_t_triton_graph ...  the _triton model's forward captured once in a CUDA graph and replayed
+                          (mmssm.engine.CUDAGraphForward: no Python or launch overhead per pass)
   vim_t_unfused / vim_s_unfused  mmssm's model with the residual add + RMSNorm in torch (fused_add_norm=False),
                           to measure the fused Triton add + norm kernel
   ..._recompute, ..._cp   (training) the mixers with scan_recompute=True; the blocks with with_cp=True
@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, '.')
+
+from mmssm.engine.cuda_graph import CUDAGraphForward  # noqa: E402
 
 VIM_ARCHS = dict(vim_t='tiny', vim_s='small')
 DEIT_NAMES = dict(deit_t='deit_tiny_patch16_224', deit_s='deit_small_patch16_224')
@@ -73,29 +75,6 @@ def build_vim(name, size):
                    with_cp='_cp' in name)
     backbone.init_weights()
     return Classifier(backbone)
-
-
-class Graphed(nn.Module):
-    """``model``'s forward captured in a CUDA graph at the first call and replayed after (input copied in)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.graph = model, None
-
-    def forward(self, x):
-        if self.graph is None:
-            self.static_in = x.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # warm-up (Triton compiles) outside the capture
-                self.model(self.static_in)
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_out = self.model(self.static_in)
-        self.static_in.copy_(x)
-        self.graph.replay()
-        return self.static_out
 
 
 def build_deit(name, size):
@@ -197,7 +176,7 @@ def main():
         for name in names:
             model = (build_vim if name.startswith('vim') else build_deit)(name, size).cuda().to(dtype).eval()
             if name.endswith('_graph'):
-                model = Graphed(model)
+                model = CUDAGraphForward(model)
             if name.endswith('_mamba'):
                 restore = patch_mixers(scan_cuda, conv_cuda)
             try:

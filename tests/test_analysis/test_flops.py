@@ -278,3 +278,14 @@ def test_tools_refuse_unknown_cfg_key(tool, capsys):
     spec.loader.exec_module(module)
     with pytest.raises(SystemExit, match="no key 'model.backbone.archh'"):
         module.main([osp.join(ROOT, CLS_CONFIG), '--cfg-options', 'model.backbone.archh=test'])
+
+
+@pytest.mark.parametrize('extra, message', [(['--device', 'cpu'], '--cuda-graph needs --device cuda'),
+                                            (['--warmup', '0'], '--cuda-graph needs --warmup of at least 1')])
+def test_benchmark_refuses_cuda_graph_without_its_needs(extra, message, capsys):
+    spec = importlib.util.spec_from_file_location('_benchmark', osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.parse_args([CLS_CONFIG, '--cuda-graph', *extra])
+    assert message in capsys.readouterr().err

@@ -1,14 +1,16 @@
 """Inference throughput of a config's model on random input (and, on CUDA, its peak memory).
 
     python tools/analysis/benchmark.py configs/cls/vim-tiny-p16_8xb128_in1k.py [--shape H [W]] [--batch-size B]
-                                       [--iters N] [--warmup W] [--device cpu|cuda] [--amp]
+                                       [--iters N] [--warmup W] [--device cpu|cuda] [--amp] [--cuda-graph]
                                        [--cfg-options key=value ...]
 
 What is timed is ``model(inputs)`` in 'tensor' mode under ``torch.no_grad()``, on an input already through the
 data preprocessor: a classifier's backbone, neck and head; a segmentor's backbone, neck and decode head; a
 detector's network with its RPN and RoI heads (no post-processing, no data loading). Each iteration ends with a
 device synchronization, so the per-iteration times are real; throughput is images / total time of the timed
-iterations. ``--amp`` runs under autocast (float16 on CUDA, bfloat16 on CPU).
+iterations. ``--amp`` runs under autocast (float16 on CUDA, bfloat16 on CPU). ``--cuda-graph`` (CUDA) times
+the forward replayed from a CUDA graph (mmssm.engine.CUDAGraphForward: captured in the first warm-up iteration; no
+host time per pass).
 """
 import argparse
 import os.path as osp
@@ -38,6 +40,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
                         help='default: cuda when available, else cpu')
     parser.add_argument('--amp', action='store_true', help='autocast: float16 on CUDA, bfloat16 on CPU')
+    parser.add_argument('--cuda-graph', action='store_true',
+                        help='replay the forward from a CUDA graph (mmssm.engine.CUDAGraphForward), CUDA only')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. model.backbone.discretization=rk4 (keys must exist)')
     args = parser.parse_args(argv)
@@ -48,6 +52,10 @@ def parse_args(argv=None):
             parser.error(f'--{name.replace("_", "-")} must be at least 1.')
     if args.warmup < 0:
         parser.error('--warmup must be at least 0.')
+    if args.cuda_graph and args.device == 'cpu':
+        parser.error('--cuda-graph needs --device cuda.')
+    if args.cuda_graph and args.warmup < 1:
+        parser.error('--cuda-graph needs --warmup of at least 1 (the capture happens there).')
     return args
 
 
@@ -75,6 +83,8 @@ def main(argv=None):
     try:
         if device == 'cuda' and not torch.cuda.is_available():
             raise ValueError('--device cuda, but torch sees no CUDA device.')
+        if args.cuda_graph and device != 'cuda':
+            raise ValueError('--cuda-graph needs a CUDA device, and torch sees none.')
         cfg = load_config(args.config, args.cfg_options)
         progress('building model...')
         model, task = build_model_from_cfg(cfg, device)
@@ -83,18 +93,25 @@ def main(argv=None):
     shape = default_shape(cfg, task) if args.shape is None else tuple(args.shape * (3 - len(args.shape)))
     inputs = prepare_dummy_input(model, task, shape, batch_size=args.batch_size, device=device)
     amp_dtype = torch.float16 if device == 'cuda' else torch.bfloat16
+    forward = model
+    if args.cuda_graph:
+        from mmssm.engine import CUDAGraphForward
+        forward = CUDAGraphForward(model)
 
     def synchronize():
         if device == 'cuda':
             torch.cuda.synchronize()
 
     def run_once():
-        with torch.no_grad(), torch.autocast(device, dtype=amp_dtype, enabled=args.amp):
-            model(inputs)
+        # (autocast's weight-cast cache would hold tensors freed outside a graph's capture)
+        with torch.no_grad(), torch.autocast(device, dtype=amp_dtype, enabled=args.amp,
+                                             cache_enabled=not args.cuda_graph):
+            forward(inputs)
         synchronize()
 
     progress(f'{type(model).__name__} ({task}) on {device}, input {tuple(inputs.shape)}'
-             + (f', autocast {str(amp_dtype).replace("torch.", "")}' if args.amp else ''))
+             + (f', autocast {str(amp_dtype).replace("torch.", "")}' if args.amp else '')
+             + (', CUDA graph' if args.cuda_graph else ''))
     for index in range(args.warmup):
         run_once()
         show_progress(f'warming up: iteration {index + 1}/{args.warmup}', index + 1, args.warmup)
@@ -115,7 +132,7 @@ def main(argv=None):
             ('device', torch.cuda.get_device_name() if device == 'cuda' else f'cpu ({torch.get_num_threads()} '
                                                                                 f'threads)'),
             ('input', f'{args.batch_size} x {inputs.shape[1]} x {inputs.shape[2]} x {inputs.shape[3]}'
-                      + (' (autocast)' if args.amp else '')),
+                      + (' (autocast)' if args.amp else '') + (' (CUDA graph)' if args.cuda_graph else '')),
             ('throughput', f'{images / sum(times):.2f} img/s ({args.iters} iterations after {args.warmup} '
                            f'warm-up)'),
             ('latency', f'{1e3 * statistics.median(times):.2f} ms per batch (median; min '
