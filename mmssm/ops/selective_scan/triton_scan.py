@@ -3,12 +3,13 @@
 One call runs one or two directions (a bidirectional Vim block in one launch: the second direction's tensors are
 reached from the first one's pointer by an element offset, so nothing is stacked or copied).
 
-A program owns BLOCK_D channels x N states and steps through time. The forward splits long sequences of a small
-batch into chunks run in parallel (a local pass, a pass over the chunks' end states, a final pass; the recurrence
-is linear in the state); the backward walks the whole sequence. The forward saves the state every CHECKPOINT_L
-steps; the backward recomputes each such chunk into a program-private scratch and walks it backwards, holding what
-step t gives to u and B at t - j in registers until the walk gets there. (A first design with associative scans
-over (N, L) tiles of one channel was slower at every measured shape and was removed.)
+A program owns BLOCK_D channels x N states and steps through time. On long sequences of a small batch, the forward
+splits the sequence into chunks run in parallel (a local pass, a pass over the chunks' end states, a final pass; the
+recurrence is linear in the state), and the backward into segments the same way (a local pass of the adjoint alone,
+a pass over the segments from the last, the full backward per segment). The forward saves the state every
+CHECKPOINT_L steps; the backward recomputes each such chunk into a program-private scratch and walks it backwards,
+holding what step t gives to u and B at t - j in registers until the walk gets there. (A first design with
+associative scans over (N, L) tiles of one channel was slower at every measured shape and was removed.)
 
 The kernels evaluate discretize.py's math per element in float32 and clamp the earlier samples at the sequence start.
 The forward's (states, channels) tile puts the channels across the lanes and every state of a channel in one thread,
@@ -46,6 +47,10 @@ CHECKPOINT_L = 32
 BWD_BLOCK_D = 64
 BWD_PROGRAMS = 1024
 BWD_WARPS = 2
+# Segment-parallel backward (long sequences, few sequences), as the forward's chunks: segments of at least
+# BWD_MIN_SEGMENT steps (a multiple of CHECKPOINT_L); BWD_SEGMENT_L, when set, forces the length. Not yet swept.
+BWD_MIN_SEGMENT = 128
+BWD_SEGMENT_L = None
 # dB / dC: stored per program and summed after the kernel (no per-step atomics) while a group spans at most
 # BWD_BC_PARTIAL_BLOCKS programs (the buffer grows with them), else added atomically.
 BWD_BC_PARTIAL = True
@@ -300,7 +305,7 @@ if triton is not None:
 
         PHASE 0: one chunk, the whole sequence from the zero state. Chunk-parallel (program_id(1) = chunk):
         PHASE 1 runs each chunk from the zero state and keeps its end state and the product of its A_bar
-        (h_end = prod * h_start + local, the recurrence being linear in h); _scan_fwd_combine_kernel turns them
+        (h_end = prod * h_start + local, the recurrence being linear in h); _scan_combine_kernel turns them
         into each chunk's start state; PHASE 2 reruns each chunk from its start state and writes the outputs.
         GAP (zoh, inference): gap_ptr holds (directions, batch, L) float32 counts g of pruned steps before each
         step, whose decay becomes exp((1 + g) delta A) (token pruning's hidden-state alignment, gap_form's math).
@@ -414,13 +419,19 @@ if triton is not None:
             tl.store(last_ptr + (direction * rows_total + rows[None, :]) * N + states[:, None], h, mask=mask2)
 
     @triton.jit
-    def _scan_fwd_combine_kernel(start_ptr, local_ptr, prod_ptr, total, n_chunks, BLOCK: tl.constexpr):
-        """Each chunk's start state from the chunks before it: S_0 = 0, S_c+1 = prod_c S_c + local_c, for BLOCK
-        (direction, batch, channel, state) entries at once; the buffers are (entries, chunks)."""
+    def _scan_combine_kernel(start_ptr, local_ptr, prod_ptr, init_ptr, total, n_chunks, BLOCK: tl.constexpr,
+                             REVERSE: tl.constexpr = False, HAS_INIT: tl.constexpr = False):
+        """Each chunk's carry from the chunks before it in the walk's order: S_first = init (0 without HAS_INIT),
+        S_next = prod_c S_c + local_c, for BLOCK (direction, batch, channel, state) entries at once; the buffers
+        are (entries, chunks), init (entries,). The forward's walk (start states) goes up the chunks, the
+        backward's (the adjoint flowing into each segment's last step, REVERSE) down."""
         entries = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = entries < total
         h = tl.zeros([BLOCK], dtype=tl.float32)
-        for c in range(0, n_chunks):
+        if HAS_INIT:
+            h = tl.load(init_ptr + entries, mask=mask, other=0.0)
+        for i in range(0, n_chunks):
+            c = n_chunks - 1 - i if REVERSE else i
             tl.store(start_ptr + entries * n_chunks + c, h, mask=mask)
             h = tl.load(prod_ptr + entries * n_chunks + c, mask=mask, other=0.0) * h \
                 + tl.load(local_ptr + entries * n_chunks + c, mask=mask, other=0.0)
@@ -429,21 +440,31 @@ if triton is not None:
     def _scan_bwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
             scratch_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+            carry_ptr, local_ptr, prod_ptr, pend_u_ptr, pend_B_ptr,
             u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, dout_off, reverse0, reverse1,
             x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl, g_sb, g_sd, g_sl, a_sd, a_sn,
-            batch_size, dim, length, per_group, groups, n_ckpt,
+            batch_size, dim, length, per_group, groups, n_ckpt, seg_chunks, n_segs,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            HAS_DLAST: tl.constexpr, BC_PARTIAL: tl.constexpr = False):
+            HAS_DLAST: tl.constexpr, BC_PARTIAL: tl.constexpr = False, PHASE: tl.constexpr = 0):
         """The backward as recurrences in time: per chunk of CKPT_L steps (last chunk first), the states are
         recomputed from the saved checkpoint into a program-private scratch (it stays in cache), then the adjoint
         walks the chunk backwards. What step t gives to u and B at step t - j waits in registers until the walk
         reaches t - j; dB and dC are summed over the program's channels and added atomically per step, or with
         BC_PARTIAL stored per program (dB_ptr, dC_ptr: (directions, batch, blocks, N, L), summed over the blocks
-        after the kernel; no atomics)."""
+        after the kernel; no atomics).
+
+        PHASE 0: the whole sequence (one segment). Segment-parallel (program_id(1) = segment of seg_chunks chunks):
+        PHASE 1 walks each segment's adjoint alone, from zero (it needs no states: g_t = C_t dy_t + A_bar_t+1
+        g_t+1), and keeps what flows out of its first step (A_bar g) and the product of its A_bar;
+        _scan_combine_kernel turns them, from the last segment down, into the adjoint flowing into each segment's
+        last step (carry_ptr); PHASE 2 runs the backward of each segment from it. What a segment's first steps
+        give to u and B before it (K earlier samples) is stored in pend_u_ptr / pend_B_ptr and added after the
+        kernel."""
         program = tl.program_id(0).to(tl.int64)
+        segment = tl.program_id(1).to(tl.int64)
         # int64: the second direction's offsets (direction * rows_total * length, ...) pass 2^31 at B D L >= 2^31
-        direction = tl.program_id(1).to(tl.int64)
+        direction = tl.program_id(2).to(tl.int64)
         blocks = dim // BLOCK_D
         batch = program // blocks
         first = (program % blocks) * BLOCK_D
@@ -469,14 +490,61 @@ if triton is not None:
             grad_bc = ((direction * batch_size + batch) * blocks + program % blocks) * N * length + states * length
         mask2 = (channels[:, None] < dim) & state_mask[None, :]
         tile = lanes[:, None] * N_PAD + states[None, :]
-        scratch = scratch_ptr + (direction * tl.num_programs(0) + program) * CKPT_L * BLOCK_D * N_PAD + tile
+        scratch = scratch_ptr + ((direction * n_segs + segment) * tl.num_programs(0) + program) * CKPT_L * BLOCK_D \
+            * N_PAD + tile
         A = tl.load(A_ptr + direction * A_off + channels[:, None] * a_sd + states[None, :] * a_sn, mask=mask2,
                     other=0.0).to(tl.float32)
         A2 = A * LOG2E  # (zoh, as the forward's)
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
+        n_chunks = tl.cdiv(length, CKPT_L)
+        c_first = segment * seg_chunks
+        c_end = tl.minimum(c_first + seg_chunks, n_chunks)
+        t_last = tl.minimum(c_end * CKPT_L, length) - 1
+        seg_rows = ((direction * rows_total + rows[:, None]) * N + states[None, :]) * n_segs + segment
         g = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
-        if HAS_DLAST:
+        if PHASE == 1:  # the segment's adjoint from zero, and the product of its A_bar
+            prod = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
+            a_next = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
+            pos = _position(t_last, length, reverse)
+            n_raw = tl.load(delta_rows + pos * x_sl).to(tl.float32)
+            n_C = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+            n_dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
+            n_z = n_dout
+            if HAS_Z:
+                n_z = tl.load(z_rows + pos * z_sl).to(tl.float32)
+            t_first = c_first * CKPT_L
+            for tt in range(t_first, t_last + 1):
+                t = t_last - (tt - t_first)
+                raw = n_raw + bias
+                Ct = n_C
+                dout = n_dout
+                zv = n_z
+                previous = _position(t - 1, length, reverse)
+                n_raw = tl.load(delta_rows + previous * x_sl).to(tl.float32)
+                n_C = tl.load(C_states + previous * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+                n_dout = tl.load(dout_rows + previous * g_sl).to(tl.float32)
+                if HAS_Z:
+                    n_z = tl.load(z_rows + previous * z_sl).to(tl.float32)
+                dt = raw
+                if SOFTPLUS:
+                    dt = _softplus(raw)
+                if METHOD == 0:
+                    a_bar = tl.exp2(A2 * dt[:, None])
+                else:
+                    a_bar, _w0, _w1, _w2, _w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
+                dy = dout
+                if HAS_Z:
+                    dy = dout * zv * tl.sigmoid(zv)
+                g = Ct[None, :] * dy[:, None] + a_next * g
+                prod = prod * a_bar
+                a_next = a_bar
+            tl.store(local_ptr + seg_rows, a_next * g, mask=mask2)
+            tl.store(prod_ptr + seg_rows, prod, mask=mask2)
+            return
+        if PHASE == 2:
+            g = tl.load(carry_ptr + seg_rows, mask=mask2, other=0.0)
+        elif HAS_DLAST:
             g = tl.load(dlast_ptr + (direction * rows_total + rows[:, None]) * N + states[None, :], mask=mask2,
                         other=0.0).to(tl.float32)
         a_next = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
@@ -490,20 +558,19 @@ if triton is not None:
         Q1 = tl.zeros([N_PAD], dtype=tl.float32)
         Q2 = tl.zeros([N_PAD], dtype=tl.float32)
         Q3 = tl.zeros([N_PAD], dtype=tl.float32)
-        n_chunks = tl.cdiv(length, CKPT_L)
         # As in the forward, each step of both loops loads the next step's samples before its own math. The walk's
         # next step after a chunk's first is the previous chunk's last, so its loads run across the chunks.
-        nu0, nu1, nu2, nu3, nB0, nB1, nB2, nB3 = _taps(u_rows, B_states, state_mask, length - 1, length, reverse,
+        nu0, nu1, nu2, nu3, nB0, nB1, nB2, nB3 = _taps(u_rows, B_states, state_mask, t_last, length, reverse,
                                                        x_sl, bc_sl, K)
-        pos = _position(length - 1, length, reverse)
+        pos = _position(t_last, length, reverse)
         n_raw = tl.load(delta_rows + pos * x_sl).to(tl.float32)
         n_C = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
         n_dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
         n_z = n_dout
         if HAS_Z:
             n_z = tl.load(z_rows + pos * z_sl).to(tl.float32)
-        for chunk_back in range(0, n_chunks):
-            chunk = n_chunks - 1 - chunk_back
+        for chunk_back in range(0, c_end - c_first):
+            chunk = c_end - 1 - chunk_back
             t0 = chunk * CKPT_L
             t1 = tl.minimum(t0 + CKPT_L, length)
             h_start = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32)
@@ -632,6 +699,18 @@ if triton is not None:
                 else:
                     tl.atomic_add(dB_ptr + grad_bc + pos, dB, mask=state_mask)
                 h_t = h_prev
+        if PHASE == 2:
+            if K >= 1:
+                if segment > 0:  # what the first steps give to the K steps before the segment (added after)
+                    pend = ((direction * rows_total + rows) * n_segs + segment) * 4
+                    tl.store(pend_u_ptr + pend, P1)
+                    tl.store(pend_u_ptr + pend + 1, P2)
+                    tl.store(pend_u_ptr + pend + 2, P3)
+                    pend_b = ((((direction * batch_size + batch) * blocks + program % blocks) * n_segs + segment) * 4
+                              * N + states)
+                    tl.store(pend_B_ptr + pend_b, Q1, mask=state_mask)
+                    tl.store(pend_B_ptr + pend_b + N, Q2, mask=state_mask)
+                    tl.store(pend_B_ptr + pend_b + 2 * N, Q3, mask=state_mask)
         parameter_rows = direction * dim + channels
         tl.atomic_add(dA_ptr + parameter_rows[:, None] * N + states[None, :], dA_acc, mask=mask2)
         tl.atomic_add(dD_ptr + parameter_rows, dD_acc)
@@ -795,7 +874,7 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
         _scan_fwd_seq_kernel[grid](*args, *buffers, gap_arg, *offsets, *scalars, BLOCK_D=block_d, PHASE=1,
                                    **common, num_warps=FWD_WARPS)
         total = directions * batch * dim * state
-        _scan_fwd_combine_kernel[(cdiv(total, 256),)](*buffers, total, n_chunks, BLOCK=256)
+        _scan_combine_kernel[(cdiv(total, 256),)](*buffers, buffers[0], total, n_chunks, BLOCK=256)
         _scan_fwd_seq_kernel[grid](*args, *buffers, gap_arg, *offsets, *scalars, BLOCK_D=block_d, PHASE=2,
                                    **common, num_warps=FWD_WARPS)
     if stacked:
@@ -819,6 +898,39 @@ def forward_chunk_length(batch: int, dim: int, directions: int, length: int) -> 
     n_chunks = min(-(-FWD_PROGRAMS // max(sequences, 1)), length // FWD_MIN_CHUNK)
     chunk = -(-length // n_chunks)
     return -(-chunk // CHECKPOINT_L) * CHECKPOINT_L
+
+
+def backward_segment_length(batch: int, dim: int, directions: int, length: int) -> int:
+    """Steps per segment of the backward (``length``: one segment), as :func:`forward_chunk_length` with the
+    backward's constants: segments when the sequences give fewer than BWD_PROGRAMS programs of BWD_BLOCK_D
+    channels and the sequence holds at least two BWD_MIN_SEGMENT segments; multiples of CHECKPOINT_L (a segment
+    starts at a checkpoint). BWD_SEGMENT_L, when set, forces the length."""
+    if BWD_SEGMENT_L is not None:
+        if BWD_SEGMENT_L <= 0 or BWD_SEGMENT_L % CHECKPOINT_L:
+            raise ValueError(f'triton_scan.BWD_SEGMENT_L must be a positive multiple of {CHECKPOINT_L}, got '
+                             f'{BWD_SEGMENT_L}.')
+        return min(BWD_SEGMENT_L, length)
+    sequences = batch * dim * directions // BWD_BLOCK_D
+    if sequences >= BWD_PROGRAMS or length < 2 * BWD_MIN_SEGMENT:
+        return length
+    n_segs = min(-(-BWD_PROGRAMS // max(sequences, 1)), length // BWD_MIN_SEGMENT)
+    segment = -(-length // n_segs)
+    return -(-segment // CHECKPOINT_L) * CHECKPOINT_L
+
+
+def _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups):
+    """What each segment's first steps give to u and B at the k steps before it (the kernel stores them per
+    segment), added at those steps: scan positions s - 1 .. s - k of every segment start s > 0."""
+    directions, batch, dim, n_segs, _ = pend_u.shape
+    length = du.shape[-1]
+    starts = torch.arange(1, n_segs, device=du.device) * seg_len
+    steps = (starts[:, None] - torch.arange(1, k + 1, device=du.device)[None, :]).flatten()  # (segment, j)
+    state = pend_B.shape[-1]
+    pend_B = pend_B.view(directions, batch, groups, -1, n_segs, 4, state).sum(3)  # over a group's blocks
+    for direction in range(directions):
+        index = length - 1 - steps if reverse[direction] else steps
+        du[direction].index_add_(-1, index, pend_u[direction, :, :, 1:, :k].flatten(-2).to(du.dtype))
+        dB[direction].index_add_(-1, index, pend_B[direction, :, :, 1:, :k].flatten(-3, -2).transpose(-1, -2))
 
 
 def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, saved, dlast_state):
@@ -852,7 +964,10 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
                _offset(D), _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]),
                *_strides(u, z, B), *dout[0].stride(), *A[0].stride())
     inputs = (u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast)
-    block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D, programs=BWD_PROGRAMS)
+    seg_len = backward_segment_length(batch, dim, directions, length)
+    n_segs = -(-length // seg_len)
+    block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D,
+                       programs=BWD_PROGRAMS if n_segs == 1 else BWD_PROGRAMS // n_segs)
     programs = batch * dim // block_d
     blocks = dim // block_d
     partial = BWD_BC_PARTIAL and blocks // groups <= BWD_BC_PARTIAL_BLOCKS
@@ -862,13 +977,30 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     else:
         dB, dC = (torch.zeros((directions, batch, groups, state, length), device=device, dtype=torch.float32)
                   for _ in range(2))
-    scratch = torch.empty((directions, programs, CHECKPOINT_L, block_d, n_pad), device=device, dtype=torch.float32)
-    _scan_bwd_seq_kernel[(programs, directions)](
-        *inputs, scratch, du, ddelta, dz, dA, dB, dC, dD, dbias, *offsets,
-        batch, dim, length, dim // groups, groups, n_ckpt, BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common,
-        BC_PARTIAL=partial, num_warps=BWD_WARPS)
+    scratch = torch.empty((directions, n_segs, programs, CHECKPOINT_L, block_d, n_pad), device=device,
+                          dtype=torch.float32)
+    grads = (scratch, du, ddelta, dz, dA, dB, dC, dD, dbias)
+    scalars = (batch, dim, length, dim // groups, groups, n_ckpt, seg_len // CHECKPOINT_L, n_segs)
+    launch = dict(BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common, BC_PARTIAL=partial, num_warps=BWD_WARPS)
+    if n_segs == 1:
+        _scan_bwd_seq_kernel[(programs, 1, directions)](*inputs, *grads, dA, dA, dA, dA, dA, *offsets, *scalars,
+                                                          PHASE=0, **launch)
+    else:
+        carry, local, prod = (torch.empty((directions, batch, dim, state, n_segs), device=device, dtype=torch.float32)
+                              for _ in range(3))
+        pend_u = torch.zeros((directions, batch, dim, n_segs, 4), device=device, dtype=torch.float32)
+        pend_B = torch.zeros((directions, batch, blocks, n_segs, 4, state), device=device, dtype=torch.float32)
+        buffers = (carry, local, prod, pend_u, pend_B)
+        grid = (programs, n_segs, directions)
+        _scan_bwd_seq_kernel[grid](*inputs, *grads, *buffers, *offsets, *scalars, PHASE=1, **launch)
+        total = directions * batch * dim * state
+        _scan_combine_kernel[(cdiv(total, 256),)](carry, local, prod, dlast, total, n_segs, BLOCK=256, REVERSE=True,
+                                                  HAS_INIT=has_dlast)
+        _scan_bwd_seq_kernel[grid](*inputs, *grads, *buffers, *offsets, *scalars, PHASE=2, **launch)
     if partial:
         dB, dC = (t.view(directions, batch, groups, blocks // groups, state, length).sum(3) for t in (dB, dC))
+    if n_segs > 1 and k:
+        _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups)
     return (list(du.unbind(0)), list(ddelta.unbind(0)), list(dA.unbind(0)), list(dB.to(B[0].dtype).unbind(0)),
             list(dC.to(C[0].dtype).unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)),
             list(dz.unbind(0)) if has_z else [])

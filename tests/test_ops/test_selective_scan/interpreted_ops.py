@@ -1,10 +1,10 @@
 """Run by test_compiled_op_cpu.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are
 defined): the custom ops and their autograd, driven through Triton's CPU interpreter. ``python interpreted_ops.py
-plumbing`` runs opcheck and the softplus checks (quick), ``layouts`` the strided (channels-last) inputs of a
-Vim block, ``methods`` every method at L = 70 (a minute or two: the
-interpreter takes ~10 ms a step), ``chunked`` the chunk-parallel forward, ``gaps`` token pruning's gaps in the
-kernel. Prints one line per check and exits
-non-zero on the first failure."""
+plumbing`` runs opcheck and the softplus checks (quick), ``layouts`` the strided (channels-last) inputs of a Vim
+block, ``methods`` every method at L = 70 (a minute or two: the interpreter takes ~10 ms a step), ``chunked`` the
+chunk-parallel forward and segment-parallel backward, ``segments`` every method through the segment-parallel
+backward, ``gaps`` token pruning's gaps in the kernel. Prints one line per check and exits non-zero on the first
+failure."""
 import os
 import sys
 
@@ -228,13 +228,21 @@ if __name__ == '__main__':
         check_strided_layouts('zoh')
         triton_scan.BWD_BC_PARTIAL = True
     if part in ('chunked', 'all'):
-        # the chunk-parallel forward (chunks of 32 steps: 32 + 32 + 6 at L = 70), the backward from its
-        # checkpoints; zoh, and highorder whose three earlier samples cross the chunk boundaries
+        # the chunk-parallel forward (chunks of 32 steps: 32 + 32 + 6 at L = 70) and the segment-parallel backward
+        # (the same segments) from its checkpoints; zoh, and highorder whose three earlier samples cross the
+        # boundaries; then both directions (one reversed) on strided inputs, bilinear, backward segments 32 + 8
         from mmssm.ops.selective_scan import triton_scan
-        triton_scan.FWD_CHUNK_L = 32
+        triton_scan.FWD_CHUNK_L = triton_scan.BWD_SEGMENT_L = 32
         for method, with_options in (('zoh', False), ('zoh', True), ('highorder', True)):
             check_one_direction(method, with_options=with_options, state=5)
-        triton_scan.FWD_CHUNK_L = None
+        check_strided_layouts('bilinear')
+        triton_scan.FWD_CHUNK_L = triton_scan.BWD_SEGMENT_L = None
+    if part == 'segments':  # every method through the segment-parallel backward (slow in the interpreter)
+        from mmssm.ops.selective_scan import triton_scan
+        triton_scan.BWD_SEGMENT_L = 32
+        for index, method in enumerate(METHODS):
+            check_one_direction(method, with_options=not index % 2, state=4 + index % 2)
+        triton_scan.BWD_SEGMENT_L = None
     if part in ('gaps', 'all'):
         check_gaps()
     if part in ('methods', 'all'):

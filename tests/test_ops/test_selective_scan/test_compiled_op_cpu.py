@@ -79,11 +79,39 @@ def test_strided_layouts_through_the_triton_interpreter():
 
 @needs_interpreter
 def test_chunk_parallel_forward_through_the_triton_interpreter():
-    """The chunk-parallel forward (32-step chunks at L = 70, the last one partial) and the backward from the
-    checkpoints it writes: zoh with and without options, and highorder, whose earlier samples cross the chunks'
-    boundaries; forward, last state and every gradient against the float64 loop."""
+    """The chunk-parallel forward (32-step chunks at L = 70, the last one partial) and the segment-parallel backward
+    (same segments) from the checkpoints it writes: zoh with and without options, and highorder, whose earlier
+    samples cross the boundaries (what a segment gives to the steps before it is added after the kernel); both
+    directions on strided inputs, one reversed, bilinear; forward, last state and every gradient against the
+    float64 loop."""
     stdout = _interpret('chunked')
-    assert stdout.count('ok ') == 3, stdout
+    assert stdout.count('ok ') == 4, stdout
+
+
+@needs_interpreter
+@pytest.mark.slow
+def test_every_method_through_the_segment_parallel_backward():
+    stdout = _interpret('segments')
+    assert stdout.count('ok ') == 6, stdout
+
+
+@pytest.mark.skipif(_triton_version() is None, reason='triton is not installed')
+def test_backward_segment_length_policy(monkeypatch):
+    from mmssm.ops.selective_scan import triton_scan as ts
+    # Vim-T training (1536 sequences of 64 channels) and short sequences: one segment
+    assert ts.backward_segment_length(128, 384, 2, 197) == 197
+    assert ts.backward_segment_length(128, 384, 2, 4096) == 4096
+    assert ts.backward_segment_length(2, 384, 2, 200) == 200
+    # few sequences, long: segments of a multiple of CHECKPOINT_L, at least BWD_MIN_SEGMENT, enough for the programs
+    for batch, dim, dirs, length in ((2, 384, 2, 16384), (8, 384, 2, 4096), (4, 384, 2, 1025), (1, 64, 1, 1000)):
+        segment = ts.backward_segment_length(batch, dim, dirs, length)
+        assert segment < length and segment % ts.CHECKPOINT_L == 0 and segment >= ts.BWD_MIN_SEGMENT
+        sequences = batch * dim * dirs // ts.BWD_BLOCK_D
+        segments = -(-length // segment)
+        assert sequences * segments >= ts.BWD_PROGRAMS or segments >= length // ts.BWD_MIN_SEGMENT - 1
+    monkeypatch.setattr(ts, 'BWD_SEGMENT_L', 40)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        ts.backward_segment_length(2, 384, 2, 16384)
 
 
 @pytest.mark.skipif(_triton_version() is None, reason='triton is not installed')
