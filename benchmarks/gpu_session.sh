@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph (default: all but the last fourteen, in that order).
+# mvquick mvfast mvprofcl graph segtune (default: all but the last fifteen, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -89,6 +89,8 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                --max-seconds 2 --json "$OUT/vim224t.json" ;;  # (vim224 without the CUDA-extension models: no build)
     kernelcheck) run kernelcheck 90 bash -c 'for part in layouts chunked methods gaps; do
                    python tests/test_ops/test_selective_scan/interpreted_ops.py $part || exit 1; done' ;;
+    segtune) run segtune 150 python benchmarks/scan_tune.py --shapes 8,384,4096,16 2,384,16384,16 4,384,1025,16 \
+               --repeats 5 --variants default BWD_MIN_SEGMENT=1000000 BWD_MIN_SEGMENT=64 BWD_MIN_SEGMENT=256 ;;
     bwdtune) run bwdtune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                --variants default BWD_BC_PARTIAL=0 CHECKPOINT_L=16 CHECKPOINT_L=64 BWD_WARPS=1 BWD_WARPS=4 \
                BWD_BLOCK_D=32 BWD_BLOCK_D=32,BWD_WARPS=1 ;;
@@ -99,7 +101,7 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
              --variants default BWD_BLOCK_D=32,BWD_WARPS=1 BWD_BLOCK_D=16,BWD_WARPS=1 BWD_WARPS=4 --repeats 5' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune)"
        exit 2 ;;
   esac
 done

@@ -980,7 +980,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     scratch = torch.empty((directions, n_segs, programs, CHECKPOINT_L, block_d, n_pad), device=device,
                           dtype=torch.float32)
     grads = (scratch, du, ddelta, dz, dA, dB, dC, dD, dbias)
-    scalars = (batch, dim, length, dim // groups, groups, n_ckpt, seg_len // CHECKPOINT_L, n_segs)
+    scalars = (batch, dim, length, dim // groups, groups, n_ckpt, cdiv(seg_len, CHECKPOINT_L), n_segs)
     launch = dict(BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common, BC_PARTIAL=partial, num_warps=BWD_WARPS)
     if n_segs == 1:
         _scan_bwd_seq_kernel[(programs, 1, directions)](*inputs, *grads, dA, dA, dA, dA, dA, *offsets, *scalars,
