@@ -290,6 +290,19 @@ if triton is not None:
         q = tl.sum(Q * B_j[None, :], axis=1)
         return u_j * q, dt * q, tl.sum(Q * (dt * u_j)[:, None], axis=0)
 
+    @triton.jit
+    def _adjoint_inputs(delta_rows, C_states, dout_rows, z_rows, pos, state_mask, x_sl, bc_sl, g_sl, z_sl,
+                        HAS_Z: tl.constexpr):
+        """What the backward's walk reads at memory index pos: delta (before its bias), C, dout and z (dout when
+        there is no gate), in float32."""
+        raw = tl.load(delta_rows + pos * x_sl).to(tl.float32)
+        C = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+        dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
+        z = dout
+        if HAS_Z:
+            z = tl.load(z_rows + pos * z_sl).to(tl.float32)
+        return raw, C, dout, z
+
     @triton.jit(do_not_specialize=['a_sn'])
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
@@ -506,13 +519,9 @@ if triton is not None:
         if PHASE == 1:  # the segment's adjoint from zero, and the product of its A_bar
             prod = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
             a_next = tl.zeros([BLOCK_D, N_PAD], dtype=tl.float32) + 1.0
-            pos = _position(t_last, length, reverse)
-            n_raw = tl.load(delta_rows + pos * x_sl).to(tl.float32)
-            n_C = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
-            n_dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
-            n_z = n_dout
-            if HAS_Z:
-                n_z = tl.load(z_rows + pos * z_sl).to(tl.float32)
+            n_raw, n_C, n_dout, n_z = _adjoint_inputs(delta_rows, C_states, dout_rows, z_rows,
+                                                      _position(t_last, length, reverse), state_mask, x_sl, bc_sl,
+                                                      g_sl, z_sl, HAS_Z)
             t_first = c_first * CKPT_L
             for tt in range(t_first, t_last + 1):
                 t = t_last - (tt - t_first)
@@ -520,12 +529,9 @@ if triton is not None:
                 Ct = n_C
                 dout = n_dout
                 zv = n_z
-                previous = _position(t - 1, length, reverse)
-                n_raw = tl.load(delta_rows + previous * x_sl).to(tl.float32)
-                n_C = tl.load(C_states + previous * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
-                n_dout = tl.load(dout_rows + previous * g_sl).to(tl.float32)
-                if HAS_Z:
-                    n_z = tl.load(z_rows + previous * z_sl).to(tl.float32)
+                n_raw, n_C, n_dout, n_z = _adjoint_inputs(delta_rows, C_states, dout_rows, z_rows,
+                                                          _position(t - 1, length, reverse), state_mask, x_sl,
+                                                          bc_sl, g_sl, z_sl, HAS_Z)
                 dt = raw
                 if SOFTPLUS:
                     dt = _softplus(raw)
@@ -562,13 +568,9 @@ if triton is not None:
         # next step after a chunk's first is the previous chunk's last, so its loads run across the chunks.
         nu0, nu1, nu2, nu3, nB0, nB1, nB2, nB3 = _taps(u_rows, B_states, state_mask, t_last, length, reverse,
                                                        x_sl, bc_sl, K)
-        pos = _position(t_last, length, reverse)
-        n_raw = tl.load(delta_rows + pos * x_sl).to(tl.float32)
-        n_C = tl.load(C_states + pos * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
-        n_dout = tl.load(dout_rows + pos * g_sl).to(tl.float32)
-        n_z = n_dout
-        if HAS_Z:
-            n_z = tl.load(z_rows + pos * z_sl).to(tl.float32)
+        n_raw, n_C, n_dout, n_z = _adjoint_inputs(delta_rows, C_states, dout_rows, z_rows,
+                                                  _position(t_last, length, reverse), state_mask, x_sl, bc_sl, g_sl,
+                                                  z_sl, HAS_Z)
         for chunk_back in range(0, c_end - c_first):
             chunk = c_end - 1 - chunk_back
             t0 = chunk * CKPT_L
@@ -621,12 +623,9 @@ if triton is not None:
                 zv = n_z
                 nu0, nu1, nu2, nu3, nB0, nB1, nB2, nB3 = _taps(u_rows, B_states, state_mask, t - 1, length, reverse,
                                                                x_sl, bc_sl, K)
-                previous = _position(t - 1, length, reverse)  # (clamped: step 0 reloads itself)
-                n_raw = tl.load(delta_rows + previous * x_sl).to(tl.float32)
-                n_C = tl.load(C_states + previous * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
-                n_dout = tl.load(dout_rows + previous * g_sl).to(tl.float32)
-                if HAS_Z:
-                    n_z = tl.load(z_rows + previous * z_sl).to(tl.float32)
+                n_raw, n_C, n_dout, n_z = _adjoint_inputs(  # (clamped: step 0 reloads itself)
+                    delta_rows, C_states, dout_rows, z_rows, _position(t - 1, length, reverse), state_mask, x_sl,
+                    bc_sl, g_sl, z_sl, HAS_Z)
                 h_prev = h_start
                 if t > t0:
                     h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
@@ -882,40 +881,36 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     return list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0))
 
 
-def forward_chunk_length(batch: int, dim: int, directions: int, length: int) -> int:
-    """Steps per chunk of the forward (``length``: not chunked). Chunked when the sequences give fewer than
-    FWD_PROGRAMS programs of FWD_BLOCK_D channels and the sequence holds at least two FWD_MIN_CHUNK chunks; the
-    chunks, multiples of CHECKPOINT_L (the backward's checkpoints are written inside them), then bring the programs
-    up to FWD_PROGRAMS."""
-    if FWD_CHUNK_L is not None:
-        if FWD_CHUNK_L <= 0 or FWD_CHUNK_L % CHECKPOINT_L:
-            raise ValueError(f'triton_scan.FWD_CHUNK_L must be a positive multiple of {CHECKPOINT_L}, got '
-                             f'{FWD_CHUNK_L}.')
-        return min(FWD_CHUNK_L, length)
-    sequences = batch * dim * directions // FWD_BLOCK_D
-    if sequences >= FWD_PROGRAMS or length < 2 * FWD_MIN_CHUNK:
+def _split_length(name: str, forced, block_d: int, programs: int, minimum: int, batch: int, dim: int,
+                  directions: int, length: int) -> int:
+    """Steps per parallel piece of the sequence (``length``: not split). Split when the sequences give fewer than
+    ``programs`` programs of ``block_d`` channels and the sequence holds at least two pieces of ``minimum`` steps;
+    the pieces, multiples of CHECKPOINT_L (the backward's checkpoints fall on their boundaries), then bring the
+    programs up to ``programs``. ``forced`` (the module constant ``name``), when set, is the length."""
+    if forced is not None:
+        if forced <= 0 or forced % CHECKPOINT_L:
+            raise ValueError(f'triton_scan.{name} must be a positive multiple of {CHECKPOINT_L}, got {forced}.')
+        return min(forced, length)
+    sequences = batch * dim * directions // block_d
+    if sequences >= programs or length < 2 * minimum:
         return length
-    n_chunks = min(-(-FWD_PROGRAMS // max(sequences, 1)), length // FWD_MIN_CHUNK)
-    chunk = -(-length // n_chunks)
-    return -(-chunk // CHECKPOINT_L) * CHECKPOINT_L
+    pieces = min(-(-programs // max(sequences, 1)), length // minimum)
+    piece = -(-length // pieces)
+    return -(-piece // CHECKPOINT_L) * CHECKPOINT_L
+
+
+def forward_chunk_length(batch: int, dim: int, directions: int, length: int) -> int:
+    """Steps per chunk of the chunk-parallel forward (``length``: not chunked), by :func:`_split_length` with
+    FWD_BLOCK_D, FWD_PROGRAMS, FWD_MIN_CHUNK (FWD_CHUNK_L forces it)."""
+    return _split_length('FWD_CHUNK_L', FWD_CHUNK_L, FWD_BLOCK_D, FWD_PROGRAMS, FWD_MIN_CHUNK, batch, dim,
+                         directions, length)
 
 
 def backward_segment_length(batch: int, dim: int, directions: int, length: int) -> int:
-    """Steps per segment of the backward (``length``: one segment), as :func:`forward_chunk_length` with the
-    backward's constants: segments when the sequences give fewer than BWD_PROGRAMS programs of BWD_BLOCK_D
-    channels and the sequence holds at least two BWD_MIN_SEGMENT segments; multiples of CHECKPOINT_L (a segment
-    starts at a checkpoint). BWD_SEGMENT_L, when set, forces the length."""
-    if BWD_SEGMENT_L is not None:
-        if BWD_SEGMENT_L <= 0 or BWD_SEGMENT_L % CHECKPOINT_L:
-            raise ValueError(f'triton_scan.BWD_SEGMENT_L must be a positive multiple of {CHECKPOINT_L}, got '
-                             f'{BWD_SEGMENT_L}.')
-        return min(BWD_SEGMENT_L, length)
-    sequences = batch * dim * directions // BWD_BLOCK_D
-    if sequences >= BWD_PROGRAMS or length < 2 * BWD_MIN_SEGMENT:
-        return length
-    n_segs = min(-(-BWD_PROGRAMS // max(sequences, 1)), length // BWD_MIN_SEGMENT)
-    segment = -(-length // n_segs)
-    return -(-segment // CHECKPOINT_L) * CHECKPOINT_L
+    """Steps per segment of the segment-parallel backward (``length``: one segment), by :func:`_split_length` with
+    BWD_BLOCK_D, BWD_PROGRAMS, BWD_MIN_SEGMENT (BWD_SEGMENT_L forces it)."""
+    return _split_length('BWD_SEGMENT_L', BWD_SEGMENT_L, BWD_BLOCK_D, BWD_PROGRAMS, BWD_MIN_SEGMENT, batch, dim,
+                         directions, length)
 
 
 def _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups):

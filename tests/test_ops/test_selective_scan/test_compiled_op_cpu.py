@@ -96,38 +96,28 @@ def test_every_method_through_the_segment_parallel_backward():
 
 
 @pytest.mark.skipif(_triton_version() is None, reason='triton is not installed')
-def test_backward_segment_length_policy(monkeypatch):
+@pytest.mark.parametrize('rule, block, programs, minimum, forced', [
+    ('forward_chunk_length', 'FWD_BLOCK_D', 'FWD_PROGRAMS', 'FWD_MIN_CHUNK', 'FWD_CHUNK_L'),
+    ('backward_segment_length', 'BWD_BLOCK_D', 'BWD_PROGRAMS', 'BWD_MIN_SEGMENT', 'BWD_SEGMENT_L')])
+def test_split_length_policy(monkeypatch, rule, block, programs, minimum, forced):
+    """The forward's chunks and the backward's segments."""
     from mmssm.ops.selective_scan import triton_scan as ts
-    # Vim-T training (1536 sequences of 64 channels) and short sequences: one segment
-    assert ts.backward_segment_length(128, 384, 2, 197) == 197
-    assert ts.backward_segment_length(128, 384, 2, 4096) == 4096
-    assert ts.backward_segment_length(2, 384, 2, 200) == 200
-    # few sequences, long: segments of a multiple of CHECKPOINT_L, at least BWD_MIN_SEGMENT, enough for the programs
+    split = getattr(ts, rule)
+    # enough sequences (Vim-T at batch 128), or too short to split: one piece
+    assert split(128, 384, 2, 197) == 197
+    assert split(128, 384, 2, 4096) == 4096
+    assert split(1, 64, 1, 200) == 200
+    # few sequences, long: pieces of a multiple of CHECKPOINT_L, at least the minimum, enough for the programs
     for batch, dim, dirs, length in ((2, 384, 2, 16384), (8, 384, 2, 4096), (4, 384, 2, 1025), (1, 64, 1, 1000)):
-        segment = ts.backward_segment_length(batch, dim, dirs, length)
-        assert segment < length and segment % ts.CHECKPOINT_L == 0 and segment >= ts.BWD_MIN_SEGMENT
-        sequences = batch * dim * dirs // ts.BWD_BLOCK_D
-        segments = -(-length // segment)
-        assert sequences * segments >= ts.BWD_PROGRAMS or segments >= length // ts.BWD_MIN_SEGMENT - 1
-    monkeypatch.setattr(ts, 'BWD_SEGMENT_L', 40)
-    with pytest.raises(ValueError, match='multiple of 32'):
-        ts.backward_segment_length(2, 384, 2, 16384)
+        piece = split(batch, dim, dirs, length)
+        assert piece < length and piece % ts.CHECKPOINT_L == 0 and piece >= getattr(ts, minimum)
+        sequences = batch * dim * dirs // getattr(ts, block)
+        pieces = -(-length // piece)
+        assert sequences * pieces >= getattr(ts, programs) or pieces >= length // getattr(ts, minimum) - 1
+    monkeypatch.setattr(ts, forced, 48)
+    with pytest.raises(ValueError, match=f'{forced} must be a positive multiple of 32'):
+        split(2, 384, 2, 16384)
+    monkeypatch.setattr(ts, forced, 64)
+    assert split(2, 384, 2, 40) == 40 and split(2, 384, 2, 16384) == 64
 
 
-@pytest.mark.skipif(_triton_version() is None, reason='triton is not installed')
-def test_forward_chunk_length_policy(monkeypatch):
-    from mmssm.ops.selective_scan import triton_scan as ts
-    # enough sequences, or too short to split: one chunk
-    assert ts.forward_chunk_length(128, 384, 2, 197) == 197
-    assert ts.forward_chunk_length(128, 384, 2, 4096) == 4096
-    assert ts.forward_chunk_length(1, 64, 1, 200) == 200
-    # few sequences, long: chunks of a multiple of CHECKPOINT_L, at least FWD_MIN_CHUNK, enough for the programs
-    for batch, dim, dirs, length in ((2, 384, 2, 16384), (8, 384, 2, 4096), (1, 64, 1, 1000)):
-        chunk = ts.forward_chunk_length(batch, dim, dirs, length)
-        assert chunk < length and chunk % ts.CHECKPOINT_L == 0 and chunk >= ts.FWD_MIN_CHUNK
-        sequences = batch * dim * dirs // ts.FWD_BLOCK_D
-        chunks = -(-length // chunk)
-        assert sequences * chunks >= ts.FWD_PROGRAMS or chunks >= length // ts.FWD_MIN_CHUNK - 1
-    monkeypatch.setattr(ts, 'FWD_CHUNK_L', 48)
-    with pytest.raises(ValueError, match='multiple of 32'):
-        ts.forward_chunk_length(2, 384, 2, 16384)
