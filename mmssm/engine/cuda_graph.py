@@ -16,7 +16,8 @@ from torch import nn
 
 
 class CUDAGraphForward(nn.Module):
-    """``module(x)`` replayed from one CUDA graph per input signature (shape, dtype, device, strides).
+    """``module(x)`` replayed from one CUDA graph per input signature (shape, dtype, device, strides, and whether
+    inference mode is on).
 
     Args:
         module: the model; its forward takes one tensor and returns a tensor or a (nested) tuple / list / dict of
@@ -42,7 +43,8 @@ class CUDAGraphForward(nn.Module):
 
     @staticmethod
     def signature(x: torch.Tensor) -> tuple:
-        return tuple(x.shape), x.dtype, x.device, x.stride()
+        # (a graph captured under inference_mode holds inference tensors, which no_grad code may not write into)
+        return tuple(x.shape), x.dtype, x.device, x.stride(), torch.is_inference_mode_enabled()
 
     def graphed(self, x: torch.Tensor) -> bool:
         """Whether ``self(x)`` replays (or would capture) a graph rather than running eagerly."""

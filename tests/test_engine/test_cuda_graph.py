@@ -59,6 +59,10 @@ def test_replay_equals_eager_per_signature():
             third = torch.randn(3, 6, device='cuda')
             torch.testing.assert_close(wrapped(third)['out'], model.linear(third))
         assert len(wrapped._graphs) == 2 and 'max_graphs=2' in str(caught[0].message)
+    with torch.no_grad():  # outside inference mode: not the inference-mode graph (its tensors are read-only here)
+        wrapped.reset()
+        torch.testing.assert_close(wrapped(a)['out'], model.linear(a))
+        assert len(wrapped._graphs) == 1
 
 
 @pytest.mark.gpu
