@@ -1,10 +1,13 @@
-"""Host (Python) time of one Vim forward on the channels-last path, with the Triton kernel launches stubbed out:
-what the CPU spends per pass before any GPU work, i.e. the floor of a host-bound inference pass. Runs on a CPU:
+"""Host (Python) time of one Vim (or MambaVision: --model mambavision) forward on the channels-last path, with the
+Triton kernel launches stubbed out: what the CPU spends per pass before any GPU work, i.e. the floor of a host-bound
+inference pass. Runs on a CPU:
 
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny [--profile]
+    TRITON_INTERPRET=1 python benchmarks/host_overhead.py --model mambavision --arch tiny
 
 (TRITON_INTERPRET=1 lets the channels-last path run on CPU tensors; the stubs replace the kernels, so nothing is
-interpreted.) The matmuls still run, on tiny tensors (batch 1, 32 px: 5 tokens). Prints the min and median over
+interpreted.) The matmuls still run, on tiny tensors (batch 1, 32 px: 5 tokens; MambaVision with one window a map
+in its hybrid stages, 2 x 2 and 1 x 1 tokens, as at 224 px). Prints the min and median over
 --rounds rounds of --passes passes, and with --profile the functions by their own time (cProfile).
 """
 import argparse
@@ -38,6 +41,7 @@ def stub_kernels():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', default='vim', choices=['vim', 'mambavision'])
     parser.add_argument('--arch', default='tiny')
     parser.add_argument('--passes', type=int, default=20)
     parser.add_argument('--rounds', type=int, default=7)
@@ -48,10 +52,16 @@ def main():
     if os.environ.get('TRITON_INTERPRET') != '1':
         sys.exit('run with TRITON_INTERPRET=1 (the channels-last path on CPU tensors)')
     stub_kernels()
-    from mmssm.models import Vim
+    from mmssm.models import MambaVision, Vim
     torch.set_num_threads(1)
     dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
-    model = Vim(args.arch, img_size=32, patch_size=16, mixer_cfg=dict(scan_backend='triton')).to(dtype).eval()
+    if args.model == 'vim':
+        model = Vim(args.arch, img_size=32, patch_size=16, mixer_cfg=dict(scan_backend='triton'))
+        blocks = f'{len(model.layers)} layers'
+    else:
+        model = MambaVision(args.arch, window_size=(8, 8, 2, 1), mixer_cfg=dict(scan_backend='triton'))
+        blocks = f'{sum(len(level.blocks) for level in model.levels)} blocks'
+    model = model.to(dtype).eval()
     x = torch.randn(1, 3, 32, 32, dtype=dtype)
     times = []
     with torch.inference_mode():
@@ -62,8 +72,8 @@ def main():
             for _ in range(args.passes):
                 model(x)
             times.append((time.perf_counter() - start) / args.passes * 1e3)
-        print(f'Vim-{args.arch} host time per forward: min {min(times):.2f} ms, '
-              f'median {statistics.median(times):.2f} ms ({len(model.layers)} layers)')
+        print(f'{type(model).__name__}-{args.arch} host time per forward: min {min(times):.2f} ms, '
+              f'median {statistics.median(times):.2f} ms ({blocks})')
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
