@@ -64,8 +64,31 @@ def check_add_norm(device):
     print('ok add_norm layer', flush=True)
 
 
+def check_hybrid_block(device):
+    """A MambaVision hybrid block (attention, layer scales) with its add + LayerNorm fused equals the unfused block:
+    output and every gradient, float32."""
+    import copy
+
+    from mmssm.models.backbones.mamba_vision import HybridBlock
+    torch.manual_seed(0)
+    unfused = HybridBlock(24, True, 2, 2, {}, layer_scale=0.5, fused_add_norm=False).to(device)
+    for norm in (unfused.norm1, unfused.norm2):  # non-trivial norm affines
+        torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+        torch.nn.init.uniform_(norm.bias, -0.5, 0.5)
+    fused = copy.deepcopy(unfused)
+    fused.fused_add_norm = True
+    x = torch.randn(3, 10, 24, device=device)
+    outs = [block(x) for block in (fused, unfused)]
+    assert_close('hybrid block out', outs[1], outs[0], atol=1e-5 * outs[1].abs().max().item())
+    grads = [torch.autograd.grad(out.square().sum(), list(block.parameters())) for out, block in zip(outs,
+                                                                                                    (fused, unfused))]
+    for (name, _), a, b in zip(unfused.named_parameters(), *grads):
+        assert_close(f'hybrid block d{name}', b, a, atol=1e-4 * b.abs().max().item())
+    print('ok hybrid block fused add + norm', flush=True)
+
+
 if __name__ == '__main__':
     part, device = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else 'cpu')
     if device == 'cpu':
         assert os.environ.get('TRITON_INTERPRET') == '1', 'run with TRITON_INTERPRET=1 on CPU'
-    {'add_norm': check_add_norm}[part](device)
+    {'add_norm': check_add_norm, 'hybrid_block': check_hybrid_block}[part](device)

@@ -36,3 +36,15 @@ def test_add_norm_through_the_triton_interpreter():
 def test_add_norm_compiled():
     stdout = _check('add_norm', 'cuda')
     assert stdout.count('ok ') == 2, stdout
+
+
+@needs_interpreter
+def test_hybrid_block_fused_add_norm_through_the_triton_interpreter():
+    """MambaVision's hybrid block with the fused add + LayerNorm equals the unfused one (output, gradients)."""
+    assert _check('hybrid_block', 'cpu').count('ok ') == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (compiled Triton kernels)')
+def test_hybrid_block_fused_add_norm_compiled():
+    assert _check('hybrid_block', 'cuda').count('ok ') == 1

@@ -26,6 +26,7 @@ from torch import nn
 from mmssm.ops.selective_scan import METHODS
 from mmssm.registry import MODELS
 
+from ..layers.add_norm import add_norm
 from ..layers.attention_pool import AttentionPoolDownsample
 from ..layers.mamba_vision_mixer import MambaVisionMixer
 from ..layers.norm2d import LayerNorm2d
@@ -164,12 +165,15 @@ class HybridBlock(nn.Module):
     ``MIXERS``: :class:`MambaVisionMixer` for 's6') or multi-head self-attention (``attention``, one of
     ``ATTENTIONS``; ``shift`` for 'shifted_window', ``window_size`` the neighbourhood of 'sliding_window');
     LayerNorms with eps 1e-5, optional layer scales ``gamma_1`` / ``gamma_2``. ``forward`` takes the stage's
-    :class:`WindowGeometry`, which every attention but 'window' needs."""
+    :class:`WindowGeometry`, which every attention but 'window' needs. With ``fused_add_norm`` the first residual
+    add and the second LayerNorm run as one Triton kernel on CUDA (:func:`add_norm`; torch elsewhere)."""
 
     def __init__(self, dims, use_attention, num_heads, mlp_ratio, mixer_cfg, drop_path=0., layer_scale=None,
-                 drop_rate=0., attn_drop_rate=0., mixer='s6', attention='window', shift=False, window_size=None):
+                 drop_rate=0., attn_drop_rate=0., mixer='s6', attention='window', shift=False, window_size=None,
+                 fused_add_norm=True):
         super().__init__()
         self.use_attention = use_attention
+        self.fused_add_norm = fused_add_norm
         self.attention = attention
         self.norm1 = nn.LayerNorm(dims, eps=1e-5)
         attn_args = dict(qkv_bias=True, attn_drop=attn_drop_rate, proj_drop=drop_rate)
@@ -197,8 +201,9 @@ class HybridBlock(nn.Module):
             out = self.mixer(self.norm1(x), geometry)
         else:
             out = self.mixer(self.norm1(x))
-        x = x + self.drop_path(out if self.gamma_1 is None else self.gamma_1 * out)
-        out = self.mlp(self.norm2(x))
+        out = self.drop_path(out if self.gamma_1 is None else self.gamma_1 * out)
+        normed, x = add_norm(out, x, self.norm2, False, self.fused_add_norm)  # x + out, norm2 of it
+        out = self.mlp(normed)
         return x + self.drop_path(out if self.gamma_2 is None else self.gamma_2 * out)
 
 
@@ -213,7 +218,8 @@ class MambaVisionStage(nn.Module):
 
     def __init__(self, dims, depth, conv, num_heads, window_size, mlp_ratio, mixer_cfg, drop_paths, layer_scale,
                  layer_scale_conv, downsample, drop_rate=0., attn_drop_rate=0., with_cp=False,
-                 downsample_type='conv', mixer='s6', attention='window', num_registers=0, conv_block='official'):
+                 downsample_type='conv', mixer='s6', attention='window', num_registers=0, conv_block='official',
+                 fused_add_norm=True):
         super().__init__()
         self.conv = conv
         self.window_size = window_size
@@ -228,7 +234,7 @@ class MambaVisionStage(nn.Module):
             self.blocks = nn.ModuleList([
                 HybridBlock(dims, i >= mamba, num_heads, mlp_ratio, mixer_cfg, drop_paths[i], layer_scale,
                             drop_rate, attn_drop_rate, mixer, attention, shift=i >= mamba and (i - mamba) % 2 == 1,
-                            window_size=window_size) for i in range(depth)
+                            window_size=window_size, fused_add_norm=fused_add_norm) for i in range(depth)
             ])
             if self.num_registers:
                 self.registers = nn.Parameter(trunc_normal_(torch.empty(self.num_registers, dims), std=.02))
@@ -321,6 +327,9 @@ class MambaVision(BaseModule):
         mixer_cfg (dict, optional): further arguments of the mixer class (``d_state`` 8, ``d_conv`` 3, ``expand``
             1, and for 's6' ``dt_rank``, ``scan_backend``, ...).
         with_cp (bool): activation checkpointing of each block (saves memory, costs a second forward).
+        fused_add_norm (bool): each hybrid block's first residual add and second LayerNorm in one Triton kernel
+            (mmssm.ops.fused_add_norm) when the input is on CUDA (torch otherwise; same function up to rounding:
+            the kernel normalizes the float32 sum). Default: True.
         downsample (str): between stages, 'conv' (the official 3x3 stride-2 convolution) or 'attention_pool'
             (vim_ssm_cv24's attention pooling over each 3x3 neighbourhood, :class:`AttentionPoolDownsample`; same
             output sizes, new weights). Default: 'conv'.
@@ -388,7 +397,7 @@ class MambaVision(BaseModule):
                  out_type='featmap', frozen_stages=-1, norm_eval=False, drop_rate=0., attn_drop_rate=0.,
                  drop_path_rate=None, discretization='zoh', mixer_cfg=None, with_cp=False, downsample='conv',
                  init_cfg=None, mixer='s6', attention='window', num_registers=0, conv_block=None,
-                 pruned_widths=None):
+                 pruned_widths=None, fused_add_norm=True):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         if window_size is not None:
@@ -465,7 +474,7 @@ class MambaVision(BaseModule):
                 layer_scale=settings.get('layer_scale'), layer_scale_conv=settings.get('layer_scale_conv'),
                 downsample=i < self.num_stages - 1, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                 with_cp=with_cp, downsample_type=downsample, mixer=mixer, attention=attention,
-                num_registers=num_registers, conv_block=conv_block))
+                num_registers=num_registers, conv_block=conv_block, fused_add_norm=fused_add_norm))
         for i in self.out_indices:
             self.add_module(f'norm{i}', self._build_out_norm(out_norm, self.num_features[i]))
         self._register_load_state_dict_pre_hook(self._skip_batch_norm_into_other_norm)

@@ -28,10 +28,10 @@ def add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, norm: nn.Modul
         (normed in the norm weight's dtype, new residual)
     """
     # the kernel computes in float32: float64 (the reference runs) stays on the torch path; so does a jit trace
-    # (FLOP counting), which would hand the kernel traced shapes
+    # (FLOP counting), which would hand the kernel traced shapes, and torch.compile, which fuses the torch ops itself
     one_dim = isinstance(norm, RMSNorm) or (isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1)
     if fused and one_dim and hidden.dtype != torch.float64 and _fused.is_available(hidden) \
-            and not torch.jit.is_tracing():
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
         return _fused.fused_add_norm(hidden, residual, norm.weight, getattr(norm, 'bias', None), eps=norm.eps,
                                      is_rms=isinstance(norm, RMSNorm), residual_in_fp32=residual_in_fp32)
     residual = hidden if residual is None else residual + hidden
