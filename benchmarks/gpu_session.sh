@@ -82,7 +82,8 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
               --max-seconds 3 --deadline 150 --channels-last --fuse-conv-bn --compile \
               --models mambavision_t,mambavision_t_mamba,convnext_t --train-models '' \
               --out "$OUT/mambavision_compile.json" ;;
-    graph) run graphtests 120 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" tests/test_engine/test_cuda_graph.py
+    graph) run graphtests 120 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" tests/test_engine/test_cuda_graph.py \
+             tests/test_ops/test_fused.py
            run graphbench 120 bash -c 'for flag in "" --cuda-graph; do python tools/analysis/benchmark.py \
              configs/cls/vim-tiny-p16_8xb128_in1k.py --batch-size 128 --amp --iters 30 --warmup 3 $flag | tail -8; done' ;;
     vim224t) run vim224t 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton_graph,deit_t,vim_s --sizes 224:128 \
