@@ -242,6 +242,9 @@ if __name__ == '__main__':
         triton_scan.BWD_SEGMENT_L = 32
         for index, method in enumerate(METHODS):
             check_one_direction(method, with_options=not index % 2, state=4 + index % 2)
+        triton_scan.BWD_BC_PARTIAL = False  # dB / dC added atomically, the boundary terms after
+        check_strided_layouts('bilinear')
+        triton_scan.BWD_BC_PARTIAL = True
         triton_scan.BWD_SEGMENT_L = None
     if part in ('gaps', 'all'):
         check_gaps()
