@@ -46,24 +46,29 @@ class CUDAGraphForward(nn.Module):
         # (a graph captured under inference_mode holds inference tensors, which no_grad code may not write into)
         return tuple(x.shape), x.dtype, x.device, x.stride(), torch.is_inference_mode_enabled()
 
+    def _replayable(self, x) -> bool:
+        """A CUDA tensor and no gradient to compute (a graph replays a fixed inference pass)."""
+        return isinstance(x, torch.Tensor) and x.is_cuda and not (torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.module.parameters())))
+
     def graphed(self, x: torch.Tensor) -> bool:
         """Whether ``self(x)`` replays (or would capture) a graph rather than running eagerly."""
-        return (isinstance(x, torch.Tensor) and x.is_cuda and not (torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.module.parameters())))
-            and (self.signature(x) in self._graphs or len(self._graphs) < self.max_graphs))
+        return self._replayable(x) and (self.signature(x) in self._graphs or len(self._graphs) < self.max_graphs)
 
     def forward(self, x: torch.Tensor):
-        if not self.graphed(x):
-            if isinstance(x, torch.Tensor) and x.is_cuda and len(self._graphs) >= self.max_graphs \
-                    and not self._warned:
-                warnings.warn(f'CUDAGraphForward: more than max_graphs={self.max_graphs} input signatures; '
-                              f'{self.signature(x)[:2]} and later new ones run eagerly.', stacklevel=2)
-                self._warned = True
+        if not self._replayable(x):
             return self.module(x)
         key = self.signature(x)
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(x)
-        graph, static_in, static_out = self._graphs[key]
+        entry = self._graphs.get(key)
+        if entry is None:
+            if len(self._graphs) >= self.max_graphs:
+                if not self._warned:
+                    warnings.warn(f'CUDAGraphForward: more than max_graphs={self.max_graphs} input signatures; '
+                                  f'{key[:2]} and later new ones run eagerly.', stacklevel=2)
+                    self._warned = True
+                return self.module(x)
+            entry = self._graphs[key] = self._capture(x)
+        graph, static_in, static_out = entry
         static_in.copy_(x)
         graph.replay()
         return static_out

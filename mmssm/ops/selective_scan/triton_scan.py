@@ -698,18 +698,17 @@ if triton is not None:
                 else:
                     tl.atomic_add(dB_ptr + grad_bc + pos, dB, mask=state_mask)
                 h_t = h_prev
-        if PHASE == 2:
-            if K >= 1:
-                if segment > 0:  # what the first steps give to the K steps before the segment (added after)
-                    pend = ((direction * rows_total + rows) * n_segs + segment) * 4
-                    tl.store(pend_u_ptr + pend, P1)
-                    tl.store(pend_u_ptr + pend + 1, P2)
-                    tl.store(pend_u_ptr + pend + 2, P3)
-                    pend_b = ((((direction * batch_size + batch) * blocks + program % blocks) * n_segs + segment) * 4
-                              * N + states)
-                    tl.store(pend_B_ptr + pend_b, Q1, mask=state_mask)
-                    tl.store(pend_B_ptr + pend_b + N, Q2, mask=state_mask)
-                    tl.store(pend_B_ptr + pend_b + 2 * N, Q3, mask=state_mask)
+        if PHASE == 2 and K >= 1:
+            if segment > 0:  # what the first steps give to the 3 steps before the segment (added after the kernel)
+                pend = ((direction * rows_total + rows) * n_segs + segment) * 3
+                tl.store(pend_u_ptr + pend, P1)
+                tl.store(pend_u_ptr + pend + 1, P2)
+                tl.store(pend_u_ptr + pend + 2, P3)
+                pend_b = (((direction * batch_size + batch) * blocks + program % blocks) * n_segs + segment) * 3 * N \
+                    + states
+                tl.store(pend_B_ptr + pend_b, Q1, mask=state_mask)
+                tl.store(pend_B_ptr + pend_b + N, Q2, mask=state_mask)
+                tl.store(pend_B_ptr + pend_b + 2 * N, Q3, mask=state_mask)
         parameter_rows = direction * dim + channels
         tl.atomic_add(dA_ptr + parameter_rows[:, None] * N + states[None, :], dA_acc, mask=mask2)
         tl.atomic_add(dD_ptr + parameter_rows, dD_acc)
@@ -921,7 +920,7 @@ def _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups):
     starts = torch.arange(1, n_segs, device=du.device) * seg_len
     steps = (starts[:, None] - torch.arange(1, k + 1, device=du.device)[None, :]).flatten()  # (segment, j)
     state = pend_B.shape[-1]
-    pend_B = pend_B.view(directions, batch, groups, -1, n_segs, 4, state).sum(3)  # over a group's blocks
+    pend_B = pend_B.view(directions, batch, groups, -1, n_segs, 3, state).sum(3)  # over a group's blocks
     for direction in range(directions):
         index = length - 1 - steps if reverse[direction] else steps
         du[direction].index_add_(-1, index, pend_u[direction, :, :, 1:, :k].flatten(-2).to(du.dtype))
@@ -962,7 +961,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     seg_len = backward_segment_length(batch, dim, directions, length)
     n_segs = -(-length // seg_len)
     block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D,
-                       programs=BWD_PROGRAMS if n_segs == 1 else BWD_PROGRAMS // n_segs)
+                       programs=BWD_PROGRAMS // n_segs)
     programs = batch * dim // block_d
     blocks = dim // block_d
     partial = BWD_BC_PARTIAL and blocks // groups <= BWD_BC_PARTIAL_BLOCKS
@@ -983,8 +982,11 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     else:
         carry, local, prod = (torch.empty((directions, batch, dim, state, n_segs), device=device, dtype=torch.float32)
                               for _ in range(3))
-        pend_u = torch.zeros((directions, batch, dim, n_segs, 4), device=device, dtype=torch.float32)
-        pend_B = torch.zeros((directions, batch, blocks, n_segs, 4, state), device=device, dtype=torch.float32)
+        # what each segment but the first gives to the 3 steps before it (all written; only methods with earlier
+        # samples have any)
+        pend_u, pend_B = (torch.empty((directions, batch, dim, n_segs, 3), device=device, dtype=torch.float32),
+                          torch.empty((directions, batch, blocks, n_segs, 3, state), device=device,
+                                      dtype=torch.float32)) if k else (dA, dA)
         buffers = (carry, local, prod, pend_u, pend_B)
         grid = (programs, n_segs, directions)
         _scan_bwd_seq_kernel[grid](*inputs, *grads, *buffers, *offsets, *scalars, PHASE=1, **launch)
