@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune (default: all but the last fifteen, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof (default: all but the last sixteen, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -66,6 +66,9 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                  --top 30 --channels-last ;;
     mvprofcl) run mvprofile_cl 60 env MMSSM_SCAN_BACKEND=triton python benchmarks/profile_vim.py --models mambavision_t \
                 --top 30 --channels-last --fuse-conv-bn ;;
+    trainprof) run trainprof 120 bash -c 'python benchmarks/profile_vim.py --models vim_t_triton --train --top 30 --host \
+                 && MMSSM_SCAN_BACKEND=triton python benchmarks/profile_vim.py --models mambavision_t --train \
+                 --channels-last --top 30' ;;
     mvquick) run mvtests 120 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" -k "triton" \
                tests/test_models/test_backbones/test_mamba_vision.py::test_gpu_backends_match_the_cpu_model
              run mvquick 240 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
@@ -102,7 +105,7 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
              --variants default BWD_BLOCK_D=32,BWD_WARPS=1 BWD_BLOCK_D=16,BWD_WARPS=1 BWD_WARPS=4 --repeats 5' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof)"
        exit 2 ;;
   esac
 done
