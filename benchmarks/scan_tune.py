@@ -8,6 +8,9 @@ marked with *. ``--variants`` instead times forward and forward+backward at the 
 of its constants, each variant one comma-separated list (``default`` for none):
 
     python benchmarks/scan_tune.py --shapes 128,384,197,16 --variants default BWD_BC_PARTIAL=0 CHECKPOINT_L=16
+
+``--backend cuda`` times the compiled kernels instead (contiguous inputs; ``--variants`` then sets cuda_scan's
+constants, e.g. ``FWD_SEGMENT_L=1073741824,BWD_SEGMENT_L=1073741824`` for the whole sequence per block).
 """
 import argparse
 import functools
@@ -20,12 +23,12 @@ sys.path.insert(0, '.')
 from benchmarks.scan_gpu import channels_last, make_direction, timed  # noqa: E402
 
 
-def scan(pairs, z, method, train=False):
+def scan(pairs, z, method, train=False, backend='triton'):
     """Both directions' forward (inference) or forward + backward (``train``)."""
     from mmssm.ops.selective_scan import selective_scan_bidirectional
     inputs = {k: tuple(t.detach().requires_grad_(train and t.is_floating_point()) for t in v)
               for k, v in pairs.items()}
-    outs = selective_scan_bidirectional(**inputs, z=z, delta_softplus=True, discretization=method, backend='triton')
+    outs = selective_scan_bidirectional(**inputs, z=z, delta_softplus=True, discretization=method, backend=backend)
     if train:
         torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
 
@@ -57,11 +60,15 @@ def main():
     parser.add_argument('--blocks', nargs='+', type=int, default=[8, 16, 32, 64])
     parser.add_argument('--warps', nargs='+', type=int, default=[1, 2, 4, 8])
     parser.add_argument('--backward', action='store_true', help='sweep the backward constants too')
-    parser.add_argument('--variants', nargs='+', help='NAME=VALUE[,NAME=VALUE] settings of triton_scan to compare')
+    parser.add_argument('--variants', nargs='+',
+                        help='NAME=VALUE[,NAME=VALUE] settings of triton_scan (--backend cuda: cuda_scan) to compare')
+    parser.add_argument('--backend', choices=['triton', 'cuda'], default='triton')
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--rounds', type=int, default=3)
     args = parser.parse_args()
-    from mmssm.ops.selective_scan import triton_scan
+    from mmssm.ops.selective_scan import cuda_scan, triton_scan
+    if args.backend == 'cuda' and not args.variants:
+        parser.error('--backend cuda times --variants (the block sweep is the Triton kernels\')')
     defaults = dict(fwd=(triton_scan.FWD_BLOCK_D, triton_scan.FWD_WARPS),
                     bwd=(triton_scan.BWD_BLOCK_D, triton_scan.BWD_WARPS))
     if not args.variants:  # the swept BLOCK_D as given (the module lowers it to keep FWD/BWD_PROGRAMS programs)
@@ -69,16 +76,18 @@ def main():
     print(torch.cuda.get_device_name(0), torch.__version__)
     for shape_text, method in itertools.product(args.shapes, args.methods):
         shape = tuple(int(v) for v in shape_text.split(','))
-        directions, z = channels_last([make_direction(shape, torch.bfloat16, seed) for seed in (0, 1)],
-                                      torch.randn(shape[:3], device='cuda', dtype=torch.bfloat16))
+        directions = [make_direction(shape, torch.bfloat16, seed) for seed in (0, 1)]
+        z = torch.randn(shape[:3], device='cuda', dtype=torch.bfloat16)
+        if args.backend == 'triton':
+            directions, z = channels_last(directions, z)
         pairs = {k: (directions[0][k], directions[1][k]) for k in directions[0]}
 
-        forward = functools.partial(scan, pairs, z, method)
-        train = functools.partial(scan, pairs, z, method, True)
+        forward = functools.partial(scan, pairs, z, method, backend=args.backend)
+        train = functools.partial(scan, pairs, z, method, True, backend=args.backend)
 
-        print(f'\n{shape} {method}: ms per call, both directions')
+        print(f'\n{shape} {method} ({args.backend}): ms per call, both directions')
         if args.variants:
-            time_variants(triton_scan, args, forward, train)
+            time_variants(cuda_scan if args.backend == 'cuda' else triton_scan, args, forward, train)
             continue
         for stage, fn in (('fwd', forward), ('bwd', train)):
             if stage == 'bwd' and not args.backward:

@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -179,6 +180,38 @@ Checked check_inputs(const std::vector<at::Tensor>& u, const std::vector<at::Ten
   return out;
 }
 
+// Segments of segment_length steps (rounded up to whole chunks; <= 0 or >= L: one segment), few enough for the
+// grid's z dimension (directions x segments).
+void set_segments(ScanParams& p, int64_t segment_length) {
+  const int64_t chunks = p.chunks;
+  int64_t per_segment = segment_length > 0 ? (segment_length + mmssm_scan::kChunk - 1) / mmssm_scan::kChunk : chunks;
+  per_segment = std::max(per_segment, (chunks * p.ndir + 65534) / 65535);
+  per_segment = std::min(std::max(per_segment, int64_t(1)), chunks);
+  p.segments = static_cast<int>((chunks + per_segment - 1) / per_segment);
+  p.segment_chunks = p.segments > 1 ? static_cast<int>(per_segment) : p.chunks;
+}
+
+// The float32 buffers of the segment-parallel passes, one set per direction (none with one segment).
+struct SegmentBuffers {
+  std::vector<at::Tensor> state, prod, seam;
+};
+
+SegmentBuffers segment_buffers(ScanParams& p, const at::TensorOptions& f32, bool seams) {
+  SegmentBuffers buffers;
+  if (p.segments == 1) return buffers;
+  for (int i = 0; i < p.ndir; ++i) {
+    buffers.state.push_back(at::empty({p.segments, p.batch, p.dim, p.state}, f32));
+    buffers.prod.push_back(at::empty({p.segments, p.batch, p.dim, p.state}, f32));
+    p.dir[i].segment_state = buffers.state.back().data_ptr<float>();
+    p.dir[i].segment_prod = buffers.prod.back().data_ptr<float>();
+    if (seams) {
+      buffers.seam.push_back(at::zeros({p.segments, p.batch, p.dim, mmssm_scan::kMaxTaps}, f32));
+      p.dir[i].seam_du = buffers.seam.back().data_ptr<float>();
+    }
+  }
+  return buffers;
+}
+
 void launch(bool forward, const Checked& c, int64_t method) {
   const auto stream = c10::cuda::getCurrentCUDAStream().stream();
   const int m = static_cast<int>(method);
@@ -204,16 +237,19 @@ void launch(bool forward, const Checked& c, int64_t method) {
 
 // Returns [out, last_state, saved], each a list with one tensor per direction; saved is empty unless
 // save_for_backward (then (batch, chunks, dim, N) float32: the state at the start of every 32-step chunk).
+// segment_length: steps per segment run in parallel (<= 0: the whole sequence per block).
 std::vector<std::vector<at::Tensor>> selective_scan_fwd(
     const std::vector<at::Tensor>& u, const std::vector<at::Tensor>& delta, const std::vector<at::Tensor>& A,
     const std::vector<at::Tensor>& B, const std::vector<at::Tensor>& C, const std::vector<at::Tensor>& D,
     const std::vector<at::Tensor>& delta_bias, const std::vector<at::Tensor>& z, bool softplus, int64_t method,
-    const std::vector<bool>& reverse, bool save_for_backward) {
+    const std::vector<bool>& reverse, bool save_for_backward, int64_t segment_length) {
   Checked c = check_inputs(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse);
   const c10::cuda::CUDAGuard guard(u[0].device());
   std::vector<at::Tensor> out, last, saved;
   const auto f32 = u[0].options().dtype(at::kFloat);
   c.params.save = save_for_backward ? 1 : 0;
+  set_segments(c.params, segment_length);
+  const SegmentBuffers buffers = segment_buffers(c.params, f32, false);
   for (size_t i = 0; i < c.directions; ++i) {
     out.push_back(at::empty_like(u[i]));
     last.push_back(at::empty({c.batch, c.dim, c.state}, f32));
@@ -230,15 +266,18 @@ std::vector<std::vector<at::Tensor>> selective_scan_fwd(
 
 // Returns [du, ddelta, dA, dB, dC, dD, ddelta_bias, dz], lists with one tensor per direction (an empty tensor
 // where D, delta_bias or z is absent); dB, dC in B's dtype, dA, dD, ddelta_bias float32. saved is forward's (save_for_backward=True); an empty
-// list (or empty tensors) makes this run the forward again to get it.
+// list (or empty tensors) makes this run the forward again to get it (in segments of segment_length too).
 std::vector<std::vector<at::Tensor>> selective_scan_bwd(
     const std::vector<at::Tensor>& dout, const std::vector<at::Tensor>& u, const std::vector<at::Tensor>& delta,
     const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& B, const std::vector<at::Tensor>& C,
     const std::vector<at::Tensor>& D, const std::vector<at::Tensor>& delta_bias, const std::vector<at::Tensor>& z,
     bool softplus, int64_t method, const std::vector<bool>& reverse, const std::vector<at::Tensor>& saved,
-    const std::vector<at::Tensor>& dlast_state) {
+    const std::vector<at::Tensor>& dlast_state, int64_t segment_length) {
   Checked c = check_inputs(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse);
   const c10::cuda::CUDAGuard guard(u[0].device());
+  set_segments(c.params, segment_length);
+  const SegmentBuffers buffers =
+      segment_buffers(c.params, u[0].options().dtype(at::kFloat), method != mmssm_scan::kZoh);
   const size_t n = c.directions;
   TORCH_CHECK(dout.size() == n, "selective_scan (cuda): dout must be a list of ", n, " tensors (as u), got ",
               dout.size(), ".");
@@ -324,11 +363,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &selective_scan_fwd, "selective scan forward, one or two directions",
         py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"),
         py::arg("delta_bias"), py::arg("z"), py::arg("softplus"), py::arg("method"), py::arg("reverse"),
-        py::arg("save_for_backward"));
+        py::arg("save_for_backward"), py::arg("segment_length") = 0);
   m.def("bwd", &selective_scan_bwd, "selective scan backward, one or two directions",
         py::arg("dout"), py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"),
         py::arg("delta_bias"), py::arg("z"), py::arg("softplus"), py::arg("method"), py::arg("reverse"),
-        py::arg("saved"), py::arg("dlast_state"));
+        py::arg("saved"), py::arg("dlast_state"), py::arg("segment_length") = 0);
   m.attr("CHUNK") = mmssm_scan::kChunk;
   m.attr("MAX_STATE") = mmssm_scan::kMaxState;
 }

@@ -14,6 +14,7 @@ constexpr int kNumMethods = 6;
 // states from it. The kernels rely on kChunk == 32 (one warp per channel row in the epilogues).
 constexpr int kChunk = 32;
 constexpr int kMaxState = 32;
+constexpr int kMaxTaps = 3;  // earlier samples a method reads (highorder, rk4)
 
 // One direction of a (possibly bidirectional) scan. A null pointer means the optional tensor is absent.
 struct DirectionParams {
@@ -44,12 +45,22 @@ struct DirectionParams {
   float* dC = nullptr;
   float* dD = nullptr;
   float* ddelta_bias = nullptr;
+  // segment-parallel passes (ScanParams::segments > 1), float32 (segments, batch, dim, N): segment_state holds what
+  // the local pass leaves (the forward's end state from zero, the backward's A_bar g out of the first step), then
+  // what the combine pass makes of it (the forward's start state, the backward's adjoint into the last step);
+  // segment_prod the product of the segment's A_bar. seam_du (segments, batch, dim, kMaxTaps), zeroed: du at the
+  // kMaxTaps samples before each segment start, added by the two segments that give to it
+  float* segment_state = nullptr;
+  float* segment_prod = nullptr;
+  float* seam_du = nullptr;
   int reverse = 0;
 };
 
 struct ScanParams {
   int batch = 0, dim = 0, length = 0, state = 0, groups = 1, chunks = 0;
   int softplus = 0, save = 0, bc_fp32 = 0, ndir = 1;
+  // the sequence in segments of segment_chunks chunks run in parallel (1: the whole sequence per block)
+  int segments = 1, segment_chunks = 0;
   DirectionParams dir[2];
 };
 

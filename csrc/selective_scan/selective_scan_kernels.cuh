@@ -204,6 +204,17 @@ struct Discretization {
     }
   }
 
+  // A_bar(x) alone (the backward's local pass)
+  static __device__ __forceinline__ float transition(float x, float x_log2) {
+    if constexpr (METHOD == kBilinear) {
+      return (2.f + x) * (1.f / (2.f - x));
+    } else if constexpr (METHOD == kRk4) {
+      return 1.f + x * (1.f + x * (0.5f + x * (1.f / 6.f + x * (1.f / 24.f))));
+    } else {
+      return exp2f(x_log2);
+    }
+  }
+
   static __device__ __forceinline__ void eval_derivatives(float x, float x_log2, float& a_bar, float& a_bar_prime,
                                                           float (&w)[K + 1], float (&w_prime)[K + 1]) {
     if constexpr (METHOD == kZoh) {
@@ -299,10 +310,24 @@ __device__ __forceinline__ float get(const float4& v, int i) {
 // Position in memory of scan step s.
 __device__ __forceinline__ int position(int s, int length, int reverse) { return reverse ? length - 1 - s : s; }
 
-// ------------------------------------------------------------------------------------------------------------
-// Forward.
+// Index of (segment, batch, channel, state) in the segment buffers, and of (segment, batch, channel, sample
+// segment start - 1 - j) in seam_du.
+__device__ __forceinline__ int64_t segment_index(const ScanParams& p, int segment, int b, int d, int n) {
+  return ((static_cast<int64_t>(segment) * p.batch + b) * p.dim + d) * p.state + n;
+}
+__device__ __forceinline__ int64_t seam_index(const ScanParams& p, int segment, int b, int d, int j) {
+  return ((static_cast<int64_t>(segment) * p.batch + b) * p.dim + d) * kMaxTaps + j;
+}
 
-template <typename In, int METHOD, int NS, int SPT>
+// ------------------------------------------------------------------------------------------------------------
+// Forward. PHASE 0: the whole sequence from the zero state (grid z: direction). Segment-parallel (grid z:
+// direction * segments + segment; the recurrence is linear in h, so h_end = prod(A_bar) h_start + h_end from zero):
+// PHASE 1 runs each segment but the last from the zero state and keeps its end state and the product of its A_bar
+// (no outputs); combine_kernel turns them into start states; PHASE 2 reruns each segment from its start state and
+// writes the outputs, the saved chunk-start states and (last segment) the last state. A segment's first steps read
+// the samples before it (real data: only the sequence start clamps).
+
+template <typename In, int METHOD, int NS, int SPT, int PHASE>
 __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kernel(const ScanParams p) {
   constexpr int K = method_taps(METHOD);
   constexpr int T = kChunk;
@@ -316,7 +341,13 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
   __shared__ __align__(16) float B_s[NS][TS];
   __shared__ __align__(16) float C_s[NS][TS];
 
-  const DirectionParams& q = p.dir[blockIdx.z];
+  const int segment = PHASE ? blockIdx.z % p.segments : 0;
+  const DirectionParams& q = p.dir[PHASE ? blockIdx.z / p.segments : blockIdx.z];
+  if constexpr (PHASE == 1) {
+    if (segment == p.segments - 1) return;  // nothing needs the last segment's end state
+  }
+  const int chunk_begin = PHASE ? segment * p.segment_chunks : 0;
+  const int chunk_end = PHASE ? min(chunk_begin + p.segment_chunks, p.chunks) : p.chunks;
   const int b = blockIdx.y;
   const int L = p.length, N = p.state, dim = p.dim;
   const int per_group = dim / p.groups;
@@ -330,20 +361,37 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
   const bool active = c0 + c < per_group;
   const int reverse = q.reverse;
 
-  float A[SPT], A_log2[SPT], h[SPT];
+  float A[SPT], A_log2[SPT], h[SPT], prod[SPT];
 #pragma unroll
   for (int k = 0; k < SPT; ++k) {
     const int n = r * SPT + k;
     A[k] = (active && n < N) ? q.A[d * N + n] : 0.f;
     A_log2[k] = A[k] * kLog2e;
-    h[k] = 0.f;
+    h[k] = (PHASE == 2 && active && n < N) ? q.segment_state[segment_index(p, segment, b, d, n)] : 0.f;
+    prod[k] = 1.f;
   }
   float window[SPT][K > 0 ? K : 1];  // window[k][j] = v_{t-1-j} of state k
 
   const int64_t row0 = (static_cast<int64_t>(b) * dim + d0) * L;  // (b, d0, 0)
   const int64_t bc0 = (static_cast<int64_t>(b) * p.groups + g) * N * static_cast<int64_t>(L);
+  if constexpr (PHASE != 0 && K > 0) {
+    if (segment > 0) {  // the K samples before the segment (s_begin >= kChunk > K: no clamping)
+      const int s_begin = chunk_begin * T;
+#pragma unroll
+      for (int k = 0; k < SPT; ++k) {
+        const int n = r * SPT + k;
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+          const int s = position(s_begin - 1 - j, L, reverse);
+          window[k][j] = (active && n < N) ? load<In>(q.u, row0 + static_cast<int64_t>(c) * L + s) *
+                                                 load_bc<In>(q.B, bc0 + static_cast<int64_t>(n) * L + s, p.bc_fp32)
+                                           : 0.f;
+        }
+      }
+    }
+  }
 
-  for (int chunk = 0; chunk < p.chunks; ++chunk) {
+  for (int chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int s0 = chunk * T;
     // all of the chunk's loads first (unrolled, so that they are in flight together), then softplus and the
     // shared-memory stores
@@ -358,7 +406,7 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
         const int64_t index = row0 + static_cast<int64_t>(cc) * L + position(s, L, reverse);
         ru[it] = load<In>(q.u, index);
         rd[it] = load<In>(q.delta, index);
-        if (q.z) rz[it] = load<In>(q.z, index);
+        if (PHASE != 1 && q.z) rz[it] = load<In>(q.z, index);
       }
     }
 #pragma unroll
@@ -368,7 +416,7 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
       if (s < L && n < N) {
         const int64_t index = bc0 + static_cast<int64_t>(n) * L + position(s, L, reverse);
         rb[it] = load_bc<In>(q.B, index, p.bc_fp32);
-        rc[it] = load_bc<In>(q.C, index, p.bc_fp32);
+        if (PHASE != 1) rc[it] = load_bc<In>(q.C, index, p.bc_fp32);
       }
     }
     __syncthreads();  // the previous chunk is done with the tiles
@@ -389,7 +437,7 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
       C_s[n][i] = rc[it];
     }
     __syncthreads();
-    if (p.save && active) {
+    if (PHASE != 1 && p.save && active) {
 #pragma unroll
       for (int k = 0; k < SPT; ++k) {
         const int n = r * SPT + k;
@@ -434,36 +482,50 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
             for (int j = K - 1; j > 0; --j) window[k][j] = window[k][j - 1];
             window[k][0] = v0;
           }
+          if constexpr (PHASE == 1) prod[k] *= a_bar;  // steps past the end (dt = 0) have A_bar = 1
           y += get(C4[k], ii) * h[k];
         }
         y_part[i] = y;
       }
     }
-    using Reduce = TransposedReduce<T, 1, R>;
-    Reduce::run(y_part, lane);
-    {
-      const int base = Reduce::base(lane);
+    if constexpr (PHASE != 1) {  // the outputs
+      using Reduce = TransposedReduce<T, 1, R>;
+      Reduce::run(y_part, lane);
+      {
+        const int base = Reduce::base(lane);
 #pragma unroll
-      for (int m = 0; m < Reduce::count(); ++m) y_s[c][base + m] = y_part[m];
-    }
-    __syncthreads();
-    // epilogue: one warp per channel row
-    for (int e = tid; e < CB * T; e += kThreads) {
-      const int cc = e / T, i = e % T, s = s0 + i;
-      if (s < L && c0 + cc < per_group) {
-        const int64_t index = row0 + static_cast<int64_t>(cc) * L + position(s, L, reverse);
-        float y = y_s[cc][i];
-        if (q.D) y += q.D[d0 + cc] * u_s[cc][i];
-        if (q.z) {
-          const float zz = z_s[cc][i];
-          y *= zz / (1.f + __expf(-zz));
+        for (int m = 0; m < Reduce::count(); ++m) y_s[c][base + m] = y_part[m];
+      }
+      __syncthreads();
+      // epilogue: one warp per channel row
+      for (int e = tid; e < CB * T; e += kThreads) {
+        const int cc = e / T, i = e % T, s = s0 + i;
+        if (s < L && c0 + cc < per_group) {
+          const int64_t index = row0 + static_cast<int64_t>(cc) * L + position(s, L, reverse);
+          float y = y_s[cc][i];
+          if (q.D) y += q.D[d0 + cc] * u_s[cc][i];
+          if (q.z) {
+            const float zz = z_s[cc][i];
+            y *= zz / (1.f + __expf(-zz));
+          }
+          static_cast<In*>(q.out)[index] = from_float<In>(y);
         }
-        static_cast<In*>(q.out)[index] = from_float<In>(y);
       }
     }
   }
   (void)warp;
-  if (active && q.last_state) {
+  if constexpr (PHASE == 1) {
+    if (active) {
+#pragma unroll
+      for (int k = 0; k < SPT; ++k) {
+        const int n = r * SPT + k;
+        if (n < N) {
+          q.segment_state[segment_index(p, segment, b, d, n)] = h[k];
+          q.segment_prod[segment_index(p, segment, b, d, n)] = prod[k];
+        }
+      }
+    }
+  } else if (active && q.last_state && (PHASE == 0 || segment == p.segments - 1)) {
 #pragma unroll
     for (int k = 0; k < SPT; ++k) {
       const int n = r * SPT + k;
@@ -472,10 +534,33 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
   }
 }
 
-// ------------------------------------------------------------------------------------------------------------
-// Backward. One state per thread (R = NS lanes per channel).
+// Each segment's carry from the segments before it in the walk's order, in place over segment_state: c_first =
+// 0 (the forward) or dlast_state (the backward, REVERSE: its walk goes down the segments), c_next = prod_k c_k +
+// local_k. One thread per (batch, channel, state); grid y: direction.
+template <bool REVERSE>
+__global__ void __launch_bounds__(kThreads) combine_kernel(const ScanParams p) {
+  const DirectionParams& q = p.dir[blockIdx.y];
+  const int64_t entries = static_cast<int64_t>(p.batch) * p.dim * p.state;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (e >= entries) return;
+  float carry = (REVERSE && q.dlast_state) ? q.dlast_state[e] : 0.f;
+  for (int i = 0; i < p.segments; ++i) {
+    const int64_t index = (REVERSE ? p.segments - 1 - i : i) * entries + e;
+    const float local = q.segment_state[index];
+    q.segment_state[index] = carry;
+    if (i + 1 < p.segments) carry = q.segment_prod[index] * carry + local;  // (the last one's local is unset)
+  }
+}
 
-template <typename In, int METHOD, int NS>
+// ------------------------------------------------------------------------------------------------------------
+// Backward. One state per thread (R = NS lanes per channel). PHASE 0: the whole sequence, from dlast_state (grid
+// z: direction). Segment-parallel (grid z: direction * segments + segment): scan_backward_local_kernel walks each
+// segment's adjoint alone; combine_kernel<true> gives the adjoint flowing into each segment's last step; PHASE 2
+// runs the backward of each segment from it. What a segment's first steps give to u and B at the K samples before
+// it: dB atomically (as every dB), du into seam_du, where the segment before adds its own du of those samples
+// (seam_kernel writes the sums).
+
+template <typename In, int METHOD, int NS, int PHASE>
 __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_kernel(const ScanParams p) {
   constexpr int K = method_taps(METHOD);
   constexpr int T = kChunk;
@@ -500,7 +585,10 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_ke
   __shared__ __align__(16) float dB_s[NS][TS];
   __shared__ __align__(16) float dC_s[NS][TS];
 
-  const DirectionParams& q = p.dir[blockIdx.z];
+  const int segment = PHASE ? blockIdx.z % p.segments : 0;
+  const DirectionParams& q = p.dir[PHASE ? blockIdx.z / p.segments : blockIdx.z];
+  const int chunk_begin = PHASE ? segment * p.segment_chunks : 0;
+  const int chunk_end = PHASE ? min(chunk_begin + p.segment_chunks, p.chunks) : p.chunks;
   const int b = blockIdx.y;
   const int L = p.length, N = p.state, dim = p.dim;
   const int per_group = dim / p.groups;
@@ -522,7 +610,12 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_ke
   const int64_t bc0 = (static_cast<int64_t>(b) * p.groups + g) * N * static_cast<int64_t>(L);
   const int64_t state_index = (static_cast<int64_t>(b) * dim + d) * N + n;
 
-  float carry = (state_ok && q.dlast_state) ? q.dlast_state[state_index] : 0.f;  // A_bar(x_{t+1}) g_{t+1}
+  float carry = 0.f;  // A_bar(x_{t+1}) g_{t+1}
+  if constexpr (PHASE == 2) {
+    if (state_ok) carry = q.segment_state[segment_index(p, segment, b, d, n)];
+  } else {
+    if (state_ok && q.dlast_state) carry = q.dlast_state[state_index];
+  }
   float acc[K + 1];  // acc[j]: sum of dt g W over the steps that read sample t - j (t: the current step)
 #pragma unroll
   for (int j = 0; j <= K; ++j) acc[j] = 0.f;
@@ -531,7 +624,10 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_ke
 #pragma unroll
   for (int m = 0; m < (CB / kWarps > 0 ? CB / kWarps : 1); ++m) dD_acc[m] = dbias_acc[m] = 0.f;
 
-  for (int chunk = p.chunks - 1; chunk >= 0; --chunk) {
+  // du of the samples that the next segment's first steps give to too: added into seam_du
+  const int seam_begin = (PHASE == 2 && K > 0 && segment + 1 < p.segments) ? chunk_end * T - K : L;
+
+  for (int chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int s0 = chunk * T;
     // all of the chunk's loads first (unrolled, so that they are in flight together), then the shared-memory
     // stores; u and B with K samples of halo before the chunk, the earliest clamped to the first sample
@@ -749,7 +845,11 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_ke
         float ddelta = ddt_s[cc][i];
         if (p.softplus) ddelta *= -expm1f(-dt);  // softplus'(raw) = sigmoid(raw) = 1 - exp(-softplus(raw))
         dbias_term = ddelta;
-        static_cast<In*>(q.du)[index] = from_float<In>(du);
+        if (PHASE == 2 && s >= seam_begin) {
+          atomicAdd(q.seam_du + seam_index(p, segment + 1, b, dd, seam_begin + K - 1 - s), du);
+        } else {
+          static_cast<In*>(q.du)[index] = from_float<In>(du);
+        }
         static_cast<In*>(q.ddelta)[index] = from_float<In>(ddelta);
         if (has_z) {
           const float y = y_s[cc][i] + (q.D ? q.D[dd] * uu : 0.f);
@@ -773,6 +873,28 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_ke
       }
     }
   }
+  if constexpr (PHASE == 2 && K > 0) {
+    if (segment > 0) {
+      // acc[j]: what the segment's steps give to sample s_begin - 1 - j, at tile index K - 1 - j of the first
+      // chunk's halo (still in shared memory). du: summed over the channel's states; dB: over the warp's channels
+      const int s_begin = chunk_begin * T;
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        float du_pending = B_s[n][K - 1 - j] * acc[j];
+        float dB_pending = u_s[c][K - 1 - j] * acc[j];
+#pragma unroll
+        for (int o = 1; o < R; o <<= 1) du_pending += __shfl_xor_sync(0xffffffffu, du_pending, o);
+#pragma unroll
+        for (int o = R; o < 32; o <<= 1) dB_pending += __shfl_xor_sync(0xffffffffu, dB_pending, o);
+        if (n == 0 && active) {
+          atomicAdd(q.seam_du + seam_index(p, segment, b, d, j), du_pending);
+        }
+        if (lane < R && n < N) {
+          atomicAdd(q.dB + bc0 + static_cast<int64_t>(n) * L + position(s_begin - 1 - j, L, reverse), dB_pending);
+        }
+      }
+    }
+  }
   if (state_ok) atomicAdd(q.dA + d * N + n, dA);
   if (lane == 0) {
 #pragma unroll
@@ -784,6 +906,118 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_ke
       }
     }
   }
+}
+
+// The backward's local pass: each segment but the first walks its adjoint alone, from zero (g_t = C_t dy_t +
+// A_bar_{t+1} g_{t+1}; no states needed), and keeps A_bar g of its first step and the product of its A_bar in the
+// segment buffers. Layout and grid as scan_backward_kernel's PHASE 2.
+template <typename In, int METHOD, int NS>
+__global__ void __launch_bounds__(kThreads) scan_backward_local_kernel(const ScanParams p) {
+  constexpr int T = kChunk;
+  constexpr int TS = kTileStride;
+  constexpr int R = NS;
+  constexpr int CB = kThreads / R;
+  __shared__ __align__(16) float dt_s[CB][TS];
+  __shared__ __align__(16) float dy_s[CB][TS];
+  __shared__ __align__(16) float C_s[NS][TS];
+
+  const int segment = blockIdx.z % p.segments;
+  if (segment == 0) return;  // nothing flows out of the first segment
+  const DirectionParams& q = p.dir[blockIdx.z / p.segments];
+  const int chunk_begin = segment * p.segment_chunks;
+  const int chunk_end = min(chunk_begin + p.segment_chunks, p.chunks);
+  const int b = blockIdx.y;
+  const int L = p.length, N = p.state, dim = p.dim;
+  const int per_group = dim / p.groups;
+  const int blocks_per_group = (per_group + CB - 1) / CB;
+  const int g = blockIdx.x / blocks_per_group;
+  const int c0 = (blockIdx.x % blocks_per_group) * CB;
+  const int d0 = g * per_group + c0;
+  const int tid = threadIdx.x;
+  const int c = tid / R, n = tid % R;
+  const int d = d0 + c;
+  const bool state_ok = c0 + c < per_group && n < N;
+  const int reverse = q.reverse;
+  const bool has_z = q.z != nullptr;
+  const float A = state_ok ? q.A[d * N + n] : 0.f;
+  const float A_log2 = A * kLog2e;
+  const int64_t row0 = (static_cast<int64_t>(b) * dim + d0) * L;
+  const int64_t bc0 = (static_cast<int64_t>(b) * p.groups + g) * N * static_cast<int64_t>(L);
+
+  float adjoint = 0.f, a_next = 1.f, prod = 1.f;
+  for (int chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
+    const int s0 = chunk * T;
+    constexpr int E = CB * T / kThreads, EB = NS * T / kThreads;
+    static_assert(E * kThreads == CB * T && EB * kThreads == NS * T, "tiles must split evenly over the threads");
+    float rd[E], rg[E], rz[E], rc[EB];
+#pragma unroll
+    for (int it = 0; it < E; ++it) {
+      const int e = tid + it * kThreads, cc = e / T, s = s0 + e % T;
+      rd[it] = rg[it] = rz[it] = 0.f;
+      if (s < L && c0 + cc < per_group) {
+        const int64_t index = row0 + static_cast<int64_t>(cc) * L + position(s, L, reverse);
+        rd[it] = load<In>(q.delta, index);
+        rg[it] = load<In>(q.dout, index);
+        if (has_z) rz[it] = load<In>(q.z, index);
+      }
+    }
+#pragma unroll
+    for (int it = 0; it < EB; ++it) {
+      const int e = tid + it * kThreads, nn = e / T, s = s0 + e % T;
+      rc[it] = 0.f;
+      if (s < L && nn < N) rc[it] = load_bc<In>(q.C, bc0 + static_cast<int64_t>(nn) * L + position(s, L, reverse),
+                                                p.bc_fp32);
+    }
+    __syncthreads();  // the previous chunk is done with the tiles
+#pragma unroll
+    for (int it = 0; it < E; ++it) {
+      const int e = tid + it * kThreads, cc = e / T, i = e % T;
+      float dt = rd[it], dy = rg[it];
+      if (q.delta_bias && c0 + cc < per_group) dt += q.delta_bias[d0 + cc];
+      dt = p.softplus ? softplus(dt) : dt;
+      if (has_z) {
+        const float zz = rz[it];
+        const float sig = 1.f / (1.f + __expf(-zz));
+        dy = dy * zz * sig;
+      }
+      dt_s[cc][i] = (s0 + i < L) ? dt : 0.f;  // steps past the end: A_bar = 1, and dy = 0
+      dy_s[cc][i] = dy;
+    }
+#pragma unroll
+    for (int it = 0; it < EB; ++it) {
+      const int e = tid + it * kThreads, nn = e / T, i = e % T;
+      C_s[nn][i] = rc[it];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = T - 1; t >= 0; --t) {
+      const float dt = dt_s[c][t];
+      const float a_bar = Discretization<METHOD>::transition(dt * A, dt * A_log2);
+      adjoint = C_s[n][t] * dy_s[c][t] + a_next * adjoint;
+      prod *= a_bar;
+      a_next = a_bar;
+    }
+  }
+  if (state_ok) {
+    q.segment_state[segment_index(p, segment, b, d, n)] = a_next * adjoint;
+    q.segment_prod[segment_index(p, segment, b, d, n)] = prod;
+  }
+}
+
+// du at the K samples before each segment start but the first: the sums in seam_du, rounded once. One thread per
+// (segment, batch, channel, j); grid y: direction.
+template <typename In>
+__global__ void __launch_bounds__(kThreads) seam_kernel(const ScanParams p, int K) {
+  const DirectionParams& q = p.dir[blockIdx.y];
+  const int64_t per_segment = static_cast<int64_t>(p.batch) * p.dim * K;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (e >= per_segment * (p.segments - 1)) return;
+  const int segment = static_cast<int>(e / per_segment) + 1;
+  const int64_t row = (e % per_segment) / K;  // b * dim + d
+  const int j = static_cast<int>(e % K);
+  const int s = segment * p.segment_chunks * kChunk - 1 - j;
+  const float du = q.seam_du[(static_cast<int64_t>(segment) * p.batch * p.dim + row) * kMaxTaps + j];
+  static_cast<In*>(q.du)[row * p.length + position(s, p.length, q.reverse)] = from_float<In>(du);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -798,21 +1032,45 @@ inline int padded_state(int state) { return state <= 8 ? 8 : state <= 16 ? 16 : 
 // by 1.75x in the forward (the kernels are latency-bound; occupancy wins over fewer reduction stages)
 template <int NS> constexpr int forward_states_per_thread() { return NS == 8 ? 2 : MMSSM_FORWARD_STATES_PER_THREAD; }
 
+inline unsigned combine_blocks(const ScanParams& p) {
+  return static_cast<unsigned>((static_cast<int64_t>(p.batch) * p.dim * p.state + kThreads - 1) / kThreads);
+}
+
 template <typename In, int METHOD, int NS>
 void forward_for(const ScanParams& p, cudaStream_t stream) {
   constexpr int SPT = forward_states_per_thread<NS>();
   constexpr int CB = kThreads / (NS / SPT);
   const int per_group = p.dim / p.groups;
-  const dim3 grid(p.groups * ((per_group + CB - 1) / CB), p.batch, p.ndir);
-  scan_forward_kernel<In, METHOD, NS, SPT><<<grid, kThreads, 0, stream>>>(p);
+  const int blocks = p.groups * ((per_group + CB - 1) / CB);
+  if (p.segments == 1) {
+    scan_forward_kernel<In, METHOD, NS, SPT, 0><<<dim3(blocks, p.batch, p.ndir), kThreads, 0, stream>>>(p);
+    return;
+  }
+  const dim3 grid(blocks, p.batch, p.ndir * p.segments);
+  scan_forward_kernel<In, METHOD, NS, SPT, 1><<<grid, kThreads, 0, stream>>>(p);
+  combine_kernel<false><<<dim3(combine_blocks(p), p.ndir), kThreads, 0, stream>>>(p);
+  scan_forward_kernel<In, METHOD, NS, SPT, 2><<<grid, kThreads, 0, stream>>>(p);
 }
 
 template <typename In, int METHOD, int NS>
 void backward_for(const ScanParams& p, cudaStream_t stream) {
   constexpr int CB = kThreads / NS;
+  constexpr int K = method_taps(METHOD);
   const int per_group = p.dim / p.groups;
-  const dim3 grid(p.groups * ((per_group + CB - 1) / CB), p.batch, p.ndir);
-  scan_backward_kernel<In, METHOD, NS><<<grid, kThreads, 0, stream>>>(p);
+  const int blocks = p.groups * ((per_group + CB - 1) / CB);
+  if (p.segments == 1) {
+    scan_backward_kernel<In, METHOD, NS, 0><<<dim3(blocks, p.batch, p.ndir), kThreads, 0, stream>>>(p);
+    return;
+  }
+  const dim3 grid(blocks, p.batch, p.ndir * p.segments);
+  scan_backward_local_kernel<In, METHOD, NS><<<grid, kThreads, 0, stream>>>(p);
+  combine_kernel<true><<<dim3(combine_blocks(p), p.ndir), kThreads, 0, stream>>>(p);
+  scan_backward_kernel<In, METHOD, NS, 2><<<grid, kThreads, 0, stream>>>(p);
+  if constexpr (K > 0) {
+    const int64_t seams = static_cast<int64_t>(p.segments - 1) * p.batch * p.dim * K;
+    seam_kernel<In><<<dim3(static_cast<unsigned>((seams + kThreads - 1) / kThreads), p.ndir), kThreads, 0, stream>>>(
+        p, K);
+  }
 }
 
 // Calls f(std::integral_constant<int, METHOD>) for the method index, then g(std::integral_constant<int, NS>)

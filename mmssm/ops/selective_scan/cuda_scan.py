@@ -29,6 +29,7 @@ import warnings
 import torch
 
 from .discretize import METHODS, check_method
+from .segments import split_length
 
 BUILD_HINT = ('build the CUDA selective-scan kernels with `MMSSM_BUILD_CUDA=1 pip install --no-build-isolation -e .` '
               '(installs mmssm._C) or, in a development checkout, `python -m mmssm.ops.selective_scan.cuda_scan '
@@ -39,6 +40,15 @@ JIT_NAME = 'mmssm_selective_scan_ext'
 CHUNK = 32
 MAX_STATE = 32
 MAX_BATCH = 65535  # the batch is the grid's y dimension
+# Segment-parallel kernels (long sequences, few sequences): segments of whole chunks, at least MIN_SEGMENT steps,
+# when the sequences alone give fewer than SEGMENT_BLOCKS blocks (256 threads; a block holds 512 / N_pad channels in
+# the forward, 256 / N_pad in the backward, N_pad the state count padded to 8, 16 or 32). FWD_SEGMENT_L /
+# BWD_SEGMENT_L, when set, force the length (tests, benchmarks; one >= L runs the whole sequence per block).
+# SEGMENT_BLOCKS and MIN_SEGMENT not yet swept.
+SEGMENT_BLOCKS = 1024
+MIN_SEGMENT = 128
+FWD_SEGMENT_L = None
+BWD_SEGMENT_L = None
 
 _ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 _CSRC = osp.join(_ROOT, 'csrc', 'selective_scan')
@@ -245,8 +255,10 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     ext = _require()
     u, delta, A, B, C, D, delta_bias, z, reverse = _lists(u, delta, A, B, C, D, delta_bias, z, reverse)
     _check(u, delta, A, B, C, D, delta_bias, z)
+    batch, dim, length = u[0].shape
+    segment = forward_segment_length(batch, dim, len(u), length, A[0].shape[1])
     out, last_state, saved = ext.fwd(u, delta, A, B, C, D, delta_bias, z, bool(softplus), _method_index(method),
-                                     reverse, bool(save_for_backward))
+                                     reverse, bool(save_for_backward), segment if segment < length else 0)
     return list(out), list(last_state), list(saved)
 
 
@@ -269,8 +281,11 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     saved = [] if saved is None or any(s is None or s.numel() == 0 for s in saved) else list(saved)
     dlast = _optional(dlast_state, count, 'dlast_state')
     dlast = [g.contiguous() if g.numel() else g for g in dlast]
+    batch, dim, length = u[0].shape
+    segment = backward_segment_length(batch, dim, count, length, A[0].shape[1])
     du, ddelta, dA, dB, dC, dD, dbias, dz = ext.bwd(dout, u, delta, A, B, C, D, delta_bias, z, bool(softplus),
-                                                    _method_index(method), reverse, saved, dlast)
+                                                    _method_index(method), reverse, saved, dlast,
+                                                    segment if segment < length else 0)
     dB = [g.view(shape) for g, shape in zip(dB, B_shapes)]
     dC = [g.view(shape) for g, shape in zip(dC, C_shapes)]
     dD = [g if g.numel() else None for g in dD]
@@ -292,6 +307,25 @@ def main(argv=None):
         return 0
     print(f'mmssm CUDA selective scan available: {is_available()}' + ('' if is_available() else f'; {BUILD_HINT}'))
     return 0
+
+
+def _padded_state(state):
+    return 8 if state <= 8 else 16 if state <= 16 else 32
+
+
+def forward_segment_length(batch, dim, directions, length, state):
+    """Steps per segment of the forward kernels (``length``: the whole sequence per block), by
+    segments.split_length with the forward's channels per block, SEGMENT_BLOCKS and MIN_SEGMENT (FWD_SEGMENT_L
+    forces it)."""
+    return split_length('cuda_scan.FWD_SEGMENT_L', FWD_SEGMENT_L, CHUNK, 512 // _padded_state(state), SEGMENT_BLOCKS,
+                        MIN_SEGMENT, batch, dim, directions, length)
+
+
+def backward_segment_length(batch, dim, directions, length, state):
+    """Steps per segment of the backward kernels (and of the forward that the backward reruns when it has no saved
+    states), as forward_segment_length with the backward's channels per block (BWD_SEGMENT_L forces it)."""
+    return split_length('cuda_scan.BWD_SEGMENT_L', BWD_SEGMENT_L, CHUNK, 256 // _padded_state(state), SEGMENT_BLOCKS,
+                        MIN_SEGMENT, batch, dim, directions, length)
 
 
 def saved_shape(batch, dim, length, state, save):

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
 
 from ..eager import cdiv, next_power_of_2
 from .discretize import METHODS, NEIGHBOURS
+from .segments import split_length
 
 # Forward: channels per program, and the programs to keep at least (fewer channels per program below it). Swept
 # with benchmarks/scan_tune.py on an H100 (docs/benchmarks.md): many state elements per thread (64 channels x 16
@@ -882,20 +883,9 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
 
 def _split_length(name: str, forced, block_d: int, programs: int, minimum: int, batch: int, dim: int,
                   directions: int, length: int) -> int:
-    """Steps per parallel piece of the sequence (``length``: not split). Split when the sequences give fewer than
-    ``programs`` programs of ``block_d`` channels and the sequence holds at least two pieces of ``minimum`` steps;
-    the pieces, multiples of CHECKPOINT_L (the backward's checkpoints fall on their boundaries), then bring the
-    programs up to ``programs``. ``forced`` (the module constant ``name``), when set, is the length."""
-    if forced is not None:
-        if forced <= 0 or forced % CHECKPOINT_L:
-            raise ValueError(f'triton_scan.{name} must be a positive multiple of {CHECKPOINT_L}, got {forced}.')
-        return min(forced, length)
-    sequences = batch * dim * directions // block_d
-    if sequences >= programs or length < 2 * minimum:
-        return length
-    pieces = min(-(-programs // max(sequences, 1)), length // minimum)
-    piece = -(-length // pieces)
-    return -(-piece // CHECKPOINT_L) * CHECKPOINT_L
+    """segments.split_length in pieces of whole checkpoint chunks (CHECKPOINT_L)."""
+    return split_length(f'triton_scan.{name}', forced, CHECKPOINT_L, block_d, programs, minimum, batch, dim,
+                        directions, length)
 
 
 def forward_chunk_length(batch: int, dim: int, directions: int, length: int) -> int:

@@ -122,3 +122,31 @@ def test_split_length_policy(monkeypatch, rule, block, programs, minimum, forced
     assert split(2, 384, 2, 40) == 40 and split(2, 384, 2, 16384) == 64
 
 
+
+
+@pytest.mark.parametrize('rule, channels, forced', [('forward_segment_length', 512, 'FWD_SEGMENT_L'),
+                                                    ('backward_segment_length', 256, 'BWD_SEGMENT_L')])
+def test_cuda_segment_length_policy(monkeypatch, rule, channels, forced):
+    """The CUDA kernels' segments (pure Python: no extension needed)."""
+    from mmssm.ops.selective_scan import cuda_scan as cs
+    split = getattr(cs, rule)
+    # enough blocks (Vim-T at batch 128), or too short to split: the whole sequence
+    assert split(128, 384, 2, 197, 16) == 197
+    assert split(128, 384, 1, 197, 16) == 197
+    assert split(1, 64, 1, 200, 16) == 200
+    # few blocks, long: whole chunks, at least the minimum, enough for the blocks
+    for batch, dim, dirs, length, state in ((2, 384, 2, 16384, 16), (8, 384, 1, 4096, 16), (2, 384, 1, 16384, 16),
+                                            (4, 384, 2, 1025, 16), (1, 64, 1, 1000, 32), (1, 64, 1, 5000, 4)):
+        segment = split(batch, dim, dirs, length, state)
+        assert segment < length and segment % cs.CHUNK == 0 and segment >= cs.MIN_SEGMENT
+        block = channels // (8 if state <= 8 else 16 if state <= 16 else 32)
+        blocks = batch * dim * dirs // block
+        segments = -(-length // segment)
+        assert blocks * segments >= cs.SEGMENT_BLOCKS or segment < 2 * cs.MIN_SEGMENT
+    monkeypatch.setattr(cs, forced, 48)
+    with pytest.raises(ValueError, match=f'cuda_scan.{forced} must be a positive multiple of 32, got 48'):
+        split(2, 384, 2, 16384, 16)
+    monkeypatch.setattr(cs, forced, 64)
+    assert split(2, 384, 2, 40, 16) == 40 and split(2, 384, 2, 16384, 16) == 64
+    monkeypatch.setattr(cs, forced, 1 << 30)  # off: the whole sequence
+    assert split(2, 384, 2, 16384, 16) == 16384
