@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk (default: all but the last seventeen, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile (default: all but the last eighteen, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -80,8 +80,8 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
     mvfast) run mvfast 280 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
               --max-seconds 2 --deadline 200 --channels-last --fuse-conv-bn \
               --models mambavision_t,mambavision_t_mamba,convnext_t,swin_t,mambavision_s,mambavision_s_mamba \
-              --train-models '' --out "$OUT/mambavision_fast.json"
-            run mvcompile 240 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
+              --train-models '' --out "$OUT/mambavision_fast.json" ;;
+    mvcompile) run mvcompile 240 env MMSSM_SCAN_BACKEND=triton python benchmarks/mambavision_gpu.py --sdist-dir .kit/sdist \
               --max-seconds 3 --deadline 150 --channels-last --fuse-conv-bn --compile \
               --models mambavision_t,mambavision_t_mamba,convnext_t --train-models '' \
               --out "$OUT/mambavision_compile.json" ;;
@@ -110,7 +110,7 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
              --variants default BWD_BLOCK_D=32,BWD_WARPS=1 BWD_BLOCK_D=16,BWD_WARPS=1 BWD_WARPS=4 --repeats 5' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile)"
        exit 2 ;;
   esac
 done
