@@ -33,8 +33,10 @@ def scan_inputs(batch, dim, length, state, groups, dtype, seed, use_D=True, use_
     (batch, N, L) B and C."""
     inputs = make_inputs(batch, dim, length, state, groups=groups, dtype=torch.float64, seed=seed, device='cuda',
                          grad=False)
-    if positive_delta:  # steps for a scan without softplus
+    if positive_delta:  # steps for a scan without softplus: delta + delta_bias > 0 (else the state grows without
+        # bound over a long sequence)
         inputs['delta'] = torch.nn.functional.softplus(inputs['delta'] - 0.5)
+        inputs['delta_bias'] = inputs['delta_bias'].abs()
     if not use_D:
         inputs['D'] = None
     if not use_z:
