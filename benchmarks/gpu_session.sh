@@ -91,7 +91,7 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
              configs/cls/vim-tiny-p16_8xb128_in1k.py --batch-size 128 --amp --iters 30 --warmup 3 $flag | tail -8; done' ;;
     vim224t) run vim224t 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton_graph,deit_t,vim_s --sizes 224:128 \
                --max-seconds 2 --json "$OUT/vim224t.json" ;;  # (vim224 without the CUDA-extension models: no build)
-    kernelcheck) run kernelcheck 90 bash -c 'for part in layouts chunked methods gaps; do
+    kernelcheck) run kernelcheck 150 bash -c 'for part in layouts chunked methods gaps segments; do
                    python tests/test_ops/test_selective_scan/interpreted_ops.py $part || exit 1; done' ;;
     cudachunk) run cudachunk_tests 110 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
                  tests/test_ops/test_selective_scan/test_cuda_segments.py tests/test_ops/test_selective_scan/test_cuda_scan.py
