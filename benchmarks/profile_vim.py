@@ -14,10 +14,9 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, '.')
-from benchmarks.vim_gpu import build_vim  # noqa: E402
+from benchmarks.vim_gpu import build_vim, train_step  # noqa: E402
 
 
 def python_profile(step, passes, top):
@@ -69,18 +68,8 @@ def profile(name, batch, size, passes, top, host, channels_last=False, fuse_conv
     else:
         model = build_vim(name, size)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    if train:  # as vim_gpu.py's measure_train: fp32 weights, bf16 autocast, cross-entropy, fused AdamW
-        model = model.cuda().train().to(memory_format=layout)
-        x = torch.randn(batch, 3, size, size, device='cuda').contiguous(memory_format=layout)
-        labels = torch.randint(0, 1000, (batch,), device='cuda')
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast('cuda', dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(x), labels)
-            loss.backward()
-            optimizer.step()
+    if train:  # vim_gpu.py's step: fp32 weights, bf16 autocast, cross-entropy, fused AdamW
+        step = train_step(model.cuda().train().to(memory_format=layout), batch, size, layout)
     else:
         if fuse_conv_bn:
             from mmcv.cnn import fuse_conv_bn as fuse

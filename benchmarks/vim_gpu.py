@@ -116,9 +116,10 @@ def measure(model, batch, size, dtype, min_iters, min_seconds, max_seconds, warm
     return dict(img_per_s=batch * iters / elapsed, peak_mib=peak, iters=iters, out=out.float())
 
 
-def measure_train(model, batch, size, min_iters, min_seconds, max_seconds, warmup):
-    """Training steps (fp32 weights, bf16 autocast, cross-entropy, fused AdamW): img/s and peak MiB."""
-    x = torch.randn(batch, 3, size, size, device='cuda')
+def train_step(model, batch, size, memory_format=torch.contiguous_format):
+    """One training step of ``model`` on a fixed random batch, as a function: fp32 weights, bf16 autocast,
+    cross-entropy, fused AdamW (also profile_vim.py --train's step)."""
+    x = torch.randn(batch, 3, size, size, device='cuda').contiguous(memory_format=memory_format)
     labels = torch.randint(0, 1000, (batch,), device='cuda')
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
@@ -129,6 +130,12 @@ def measure_train(model, batch, size, min_iters, min_seconds, max_seconds, warmu
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def measure_train(model, batch, size, min_iters, min_seconds, max_seconds, warmup):
+    """Training steps (:func:`train_step`): img/s and peak MiB."""
+    step = train_step(model, batch, size)
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()

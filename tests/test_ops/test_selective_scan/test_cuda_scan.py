@@ -130,14 +130,22 @@ def test_state_sizes(method, state):
     compare(method, dim=40, length=45, state=state, groups=2, seed=state)
 
 
-@pytest.mark.parametrize('options', [dict(use_D=False), dict(use_z=False), dict(use_bias=False),
-                                     dict(use_D=False, use_z=False, use_bias=False), dict(softplus=False)])
-@pytest.mark.parametrize('method', ['zoh', 'highorder'])
-def test_optional_inputs(method, options):
+# optional inputs left out, or softplus off (then with positive steps): scan_options turns one into keyword arguments
+OPTIONAL_INPUTS = [dict(use_D=False), dict(use_z=False), dict(use_bias=False),
+                   dict(use_D=False, use_z=False, use_bias=False), dict(softplus=False)]
+
+
+def scan_options(options):
+    """(softplus, scan_inputs keyword arguments) of an OPTIONAL_INPUTS entry."""
     options = dict(options)
     softplus = options.pop('softplus', True)
-    if not softplus:
-        options['positive_delta'] = True
+    return softplus, dict(options, positive_delta=not softplus)
+
+
+@pytest.mark.parametrize('options', OPTIONAL_INPUTS)
+@pytest.mark.parametrize('method', ['zoh', 'highorder'])
+def test_optional_inputs(method, options):
+    softplus, options = scan_options(options)
     compare(method, length=40, softplus=softplus, seed=3, **options)
 
 

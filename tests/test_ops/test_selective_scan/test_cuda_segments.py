@@ -7,7 +7,7 @@ import torch
 
 from mmssm.ops.selective_scan import METHODS, cuda_scan
 
-from .test_cuda_scan import NAMES, check, oracle, run_cuda, scan_inputs
+from .test_cuda_scan import NAMES, OPTIONAL_INPUTS, check, oracle, run_cuda, scan_inputs, scan_options
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available() or not cuda_scan.is_available(),
@@ -71,14 +71,10 @@ def test_one_chunk_segments(method):
     compare_segments(method, 70, torch.float32, segment=32, seed=4)
 
 
-@pytest.mark.parametrize('options', [dict(use_D=False), dict(use_z=False), dict(use_bias=False),
-                                     dict(use_D=False, use_z=False, use_bias=False), dict(softplus=False)])
+@pytest.mark.parametrize('options', OPTIONAL_INPUTS)
 @pytest.mark.parametrize('method', ['zoh', 'highorder'])
 def test_optional_inputs(method, options):
-    options = dict(options)
-    softplus = options.pop('softplus', True)
-    if not softplus:
-        options['positive_delta'] = True
+    softplus, options = scan_options(options)
     compare_segments(method, 200, torch.float32, softplus=softplus, seed=5, **options)
 
 
