@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile (default: all but the last eighteen, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods (default: all but the last nineteen, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -98,6 +98,9 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
                run cudachunk_bench 90 python benchmarks/scan_tune.py --backend cuda --repeats 5 --rounds 3 \
                  --shapes 8,384,4096,16 2,384,16384,16 128,384,197,16 \
                  --variants default FWD_SEGMENT_L=1073741824,BWD_SEGMENT_L=1073741824 ;;  # (after build)
+    methods) run methods 300 python benchmarks/scan_gpu.py --backends cuda triton-cl --methods zoh foh bilinear poly \
+               highorder rk4 --dtypes bf16 --shapes 128,384,197,16 8,384,4096,16 2,384,16384,16 --repeats 5 --rounds 3 \
+               --sdist-dir .kit/sdist --json "$OUT/scan_methods.json" ;;  # (after build) issue 17's non-ZOH 1.15x and mamba-ssm ratios
     segtune) run segtune 150 python benchmarks/scan_tune.py --shapes 8,384,4096,16 2,384,16384,16 4,384,1025,16 \
                --repeats 5 --variants default BWD_MIN_SEGMENT=1000000 BWD_MIN_SEGMENT=64 BWD_MIN_SEGMENT=256 ;;
     bwdtune) run bwdtune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
@@ -110,7 +113,7 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
              --variants default BWD_BLOCK_D=32,BWD_WARPS=1 BWD_BLOCK_D=16,BWD_WARPS=1 BWD_WARPS=4 --repeats 5' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods)"
        exit 2 ;;
   esac
 done
