@@ -122,8 +122,6 @@ def test_split_length_policy(monkeypatch, rule, block, programs, minimum, forced
     assert split(2, 384, 2, 40) == 40 and split(2, 384, 2, 16384) == 64
 
 
-
-
 @pytest.mark.parametrize('rule, channels, forced', [('forward_segment_length', 512, 'FWD_SEGMENT_L'),
                                                     ('backward_segment_length', 256, 'BWD_SEGMENT_L')])
 def test_cuda_segment_length_policy(monkeypatch, rule, channels, forced):
