@@ -44,7 +44,7 @@ MAX_BATCH = 65535  # the batch is the grid's y dimension
 # when the sequences alone give fewer than SEGMENT_BLOCKS blocks (256 threads; a block holds 512 / N_pad channels in
 # the forward, 256 / N_pad in the backward, N_pad the state count padded to 8, 16 or 32). FWD_SEGMENT_L /
 # BWD_SEGMENT_L, when set, force the length (tests, benchmarks; one >= L runs the whole sequence per block).
-# SEGMENT_BLOCKS and MIN_SEGMENT not yet swept.
+# Both constants swept on an H100: docs/benchmarks.md (2026-12-07).
 SEGMENT_BLOCKS = 1024
 MIN_SEGMENT = 128
 FWD_SEGMENT_L = None
