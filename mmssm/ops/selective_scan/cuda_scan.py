@@ -256,9 +256,9 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     u, delta, A, B, C, D, delta_bias, z, reverse = _lists(u, delta, A, B, C, D, delta_bias, z, reverse)
     _check(u, delta, A, B, C, D, delta_bias, z)
     batch, dim, length = u[0].shape
-    segment = forward_segment_length(batch, dim, len(u), length, A[0].shape[1])
+    segment = forward_segment_length(batch, dim, len(u), length, A[0].shape[1])  # (>= L: one segment)
     out, last_state, saved = ext.fwd(u, delta, A, B, C, D, delta_bias, z, bool(softplus), _method_index(method),
-                                     reverse, bool(save_for_backward), segment if segment < length else 0)
+                                     reverse, bool(save_for_backward), segment)
     return list(out), list(last_state), list(saved)
 
 
@@ -284,8 +284,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     batch, dim, length = u[0].shape
     segment = backward_segment_length(batch, dim, count, length, A[0].shape[1])
     du, ddelta, dA, dB, dC, dD, dbias, dz = ext.bwd(dout, u, delta, A, B, C, D, delta_bias, z, bool(softplus),
-                                                    _method_index(method), reverse, saved, dlast,
-                                                    segment if segment < length else 0)
+                                                    _method_index(method), reverse, saved, dlast, segment)
     dB = [g.view(shape) for g, shape in zip(dB, B_shapes)]
     dC = [g.view(shape) for g, shape in zip(dC, C_shapes)]
     dD = [g if g.numel() else None for g in dD]

@@ -49,7 +49,8 @@ BWD_BLOCK_D = 64
 BWD_PROGRAMS = 1024
 BWD_WARPS = 2
 # Segment-parallel backward (long sequences, few sequences), as the forward's chunks: segments of at least
-# BWD_MIN_SEGMENT steps (a multiple of CHECKPOINT_L); BWD_SEGMENT_L, when set, forces the length. Not yet swept.
+# BWD_MIN_SEGMENT steps (a multiple of CHECKPOINT_L); BWD_SEGMENT_L, when set, forces the length. Swept on an
+# H100: docs/benchmarks.md (2026-12-07).
 BWD_MIN_SEGMENT = 128
 BWD_SEGMENT_L = None
 # dB / dC: stored per program and summed after the kernel (no per-step atomics) while a group spans at most
