@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods (default: all but the last nineteen, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost (default: all but the last twenty, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -111,9 +111,11 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
     tune3) run tune3 200 bash -c 'python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 32 64 128 \
              --warps 1 2 4 --repeats 5 --rounds 2 && python benchmarks/scan_tune.py --shapes 128,384,197,16 \
              --variants default BWD_BLOCK_D=32,BWD_WARPS=1 BWD_BLOCK_D=16,BWD_WARPS=1 BWD_WARPS=4 --repeats 5' ;;
+    hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton,vim_t_cuda && \
+                python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost)"
        exit 2 ;;
   esac
 done
