@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost (default: all but the last twenty, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv (default: all but the last twenty-two, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -111,11 +111,17 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
     tune3) run tune3 200 bash -c 'python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 32 64 128 \
              --warps 1 2 4 --repeats 5 --rounds 2 && python benchmarks/scan_tune.py --shapes 128,384,197,16 \
              --variants default BWD_BLOCK_D=32,BWD_WARPS=1 BWD_BLOCK_D=16,BWD_WARPS=1 BWD_WARPS=4 --repeats 5' ;;
+    autocheck) run autocheck 330 python benchmarks/vim_gpu.py --models vim_t,vim_t_cuda,vim_t_triton,deit_t,vim_s,vim_s_cuda,\
+vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_cuda,vim_t_triton,vim_s_cuda,vim_s_triton,deit_t \
+                 --json "$OUT/vim_auto.json" ;;  # (after build) what 'auto' should pick, per length and for training
+    conv) run convtests 240 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
+            tests/test_models/test_layers/test_mamba_mixer_channels_last.py
+          run conv 60 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384 ;;
     hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton,vim_t_cuda && \
                 python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv)"
        exit 2 ;;
   esac
 done

@@ -6,7 +6,7 @@ On CUDA tensors the ``causal_conv1d`` package is used when it is importable (it 
 import torch
 import torch.nn.functional as F
 
-from .eager import cdiv, direct_call
+from .eager import cdiv, direct_call, next_power_of_2
 
 try:  # optional fast path
     from causal_conv1d import causal_conv1d_fn as _causal_conv1d_cuda
@@ -146,32 +146,41 @@ if triton is not None:
 if triton is not None:
 
     @triton.jit
-    def _conv_cl_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, gpre_ptr, dw_ptr, db_ptr, x_off, x_sb, x_sl, w_off,
-                            b_off, mode0, mode1, batch_size, length, dim, K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            SILU: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _conv_cl_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, gpre_ptr, part_ptr, x_off, x_sb, x_sl, w_off, b_off,
+                            mode0, mode1, batch_size, length, dim, K: tl.constexpr, K_PAD: tl.constexpr,
+                            HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_L: tl.constexpr,
+                            BLOCK_D: tl.constexpr):
         """The gradient before the activation, gpre = dout * SiLU'(pre) (pre recomputed as the forward does), into
-        a float32 (directions, batch, L, dim) buffer, and its sums into dw (directions, dim, K) and db
-        (directions, dim), added atomically per program."""
-        steps, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
-                                                                             BLOCK_L, BLOCK_D)
-        step_mask = steps < length
+        a float32 (directions, batch, L, dim) buffer, and its sums over the sequence: a program walks all of one
+        sample's steps for its channels and stores the sums of g * x per tap k < K and of g (slot K) into
+        part_ptr, (directions, batch, dim, K_PAD) float32, which are summed over the batch after the kernel (no
+        atomics: deterministic, and no contention on the few dim x K addresses)."""
+        steps0, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
+                                                                              BLOCK_L, BLOCK_D)
         x_rows = x_ptr + direction * x_off + batch * x_sb
-        rows = (direction * batch_size + batch) * length + steps.to(tl.int64)
-        tile = rows[:, None] * dim + channels[None, :]
-        tile_mask = step_mask[:, None] & channel_mask[None, :]
-        g = tl.load(dout_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
-        if SILU:
-            pre = _pre_activation(x_rows, x_sl, w_ptr + direction * w_off, b_ptr + direction * b_off, steps,
-                                  channels, channel_mask, mode, left, length, K, HAS_BIAS, BLOCK_L, BLOCK_D)
-            sig = tl.sigmoid(pre)
-            g = g * sig * (1.0 + pre * (1.0 - sig))
-        g = tl.where(tile_mask, g, 0.0)
-        tl.store(gpre_ptr + tile, g, mask=tile_mask)
-        for k in tl.static_range(K):
-            xv = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K)
-            tl.atomic_add(dw_ptr + (direction * dim + channels) * K + k, tl.sum(g * xv, axis=0), mask=channel_mask)
-        if HAS_BIAS:
-            tl.atomic_add(db_ptr + direction * dim + channels, tl.sum(g, axis=0), mask=channel_mask)
+        base = (direction * batch_size + batch) * length
+        taps = tl.arange(0, K_PAD)
+        sums = tl.zeros([BLOCK_D, K_PAD], dtype=tl.float32)  # per channel: sum g x_k (k < K), sum g (k = K)
+        for start in range(0, length, BLOCK_L):
+            steps = steps0 + start
+            step_mask = steps < length
+            tile = (base + steps.to(tl.int64))[:, None] * dim + channels[None, :]
+            tile_mask = step_mask[:, None] & channel_mask[None, :]
+            g = tl.load(dout_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+            if SILU:
+                pre = _pre_activation(x_rows, x_sl, w_ptr + direction * w_off, b_ptr + direction * b_off, steps,
+                                      channels, channel_mask, mode, left, length, K, HAS_BIAS, BLOCK_L, BLOCK_D)
+                sig = tl.sigmoid(pre)
+                g = g * sig * (1.0 + pre * (1.0 - sig))
+            g = tl.where(tile_mask, g, 0.0)
+            tl.store(gpre_ptr + tile, g, mask=tile_mask)
+            for k in tl.static_range(K):
+                xv = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K)
+                sums += tl.where(taps[None, :] == k, tl.sum(g * xv, axis=0)[:, None], 0.0)
+            sums += tl.where(taps[None, :] == K, tl.sum(g, axis=0)[:, None], 0.0)
+        rows = (direction * batch_size + batch) * dim + channels
+        tl.store(part_ptr + rows[:, None] * K_PAD + taps[None, :], sums,
+                 mask=channel_mask[:, None] & (taps[None, :] <= K))
 
     @triton.jit
     def _conv_cl_dx_kernel(gpre_ptr, w_ptr, dx_ptr, w_off, mode0, mode1, batch_size, length, dim,
@@ -243,15 +252,17 @@ def _conv_cl_bwd_op(dout: torch.Tensor, inputs: list[torch.Tensor], weights: lis
     has_bias = len(biases) > 0
     gpre = torch.empty((directions, batch, length, dim), device=device, dtype=torch.float32)
     dx = torch.empty((directions, batch, length, dim), device=device, dtype=inputs[0].dtype)
-    dw = torch.zeros((directions, dim, kernel), device=device, dtype=torch.float32)
-    db = torch.zeros((directions, dim), device=device, dtype=torch.float32)
-    grid = (cdiv(length, CL_BLOCK_L), cdiv(dim, CL_BLOCK_D), directions * batch)
+    k_pad = next_power_of_2(kernel + 1)
+    part = torch.empty((directions, batch, dim, k_pad), device=device, dtype=torch.float32)
     w_off = _element_offset(weights[0], weights[-1])
-    _conv_cl_bwd_kernel[grid](
-        inputs[0], weights[0], biases[0] if has_bias else weights[0], dout, gpre, dw, db,
+    _conv_cl_bwd_kernel[(1, cdiv(dim, CL_BLOCK_D), directions * batch)](
+        inputs[0], weights[0], biases[0] if has_bias else weights[0], dout, gpre, part,
         _element_offset(inputs[0], inputs[-1]), inputs[0].stride(0), inputs[0].stride(1), w_off,
         _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim,
-        K=kernel, HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
+        K=kernel, K_PAD=k_pad, HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
+    # two sums, not views of one: a custom op's outputs may not alias each other
+    dw, db = part[..., :kernel].sum(1), part[..., kernel].sum(1)
+    grid = (cdiv(length, CL_BLOCK_L), cdiv(dim, CL_BLOCK_D), directions * batch)
     _conv_cl_dx_kernel[grid](gpre, weights[0], dx, w_off, modes[0], modes[-1], batch, length, dim, K=kernel,
                              BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
     return dx, dw, db
