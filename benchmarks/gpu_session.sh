@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv (default: all but the last twenty-two, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune (default: all but the last twenty-three, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -117,11 +117,13 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
     conv) run convtests 240 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
             tests/test_models/test_layers/test_mamba_mixer_channels_last.py
           run conv 60 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384 ;;
+    ckpttune) run ckpttune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
+                --variants default CHECKPOINT_L=16 CHECKPOINT_L=8 CHECKPOINT_L=4 ;;  # the backward's scratch in L2?
     hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton,vim_t_cuda && \
                 python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune)"
        exit 2 ;;
   esac
 done
