@@ -26,11 +26,16 @@ def compile_kernel(kernel, constants: dict, num_warps: int, arch: int = 90, ones
     """``kernel`` (a @triton.jit function) compiled for sm_``arch`` with ``constants`` as its constexprs, the
     ``ones`` arguments equal to 1 and the other ints int32, pointer arguments typed as in a bf16 model and 16-byte
     aligned (as Triton specializes them at run time). Returns Triton's CompiledKernel."""
+    import inspect
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     names = kernel.arg_names
     constants = {name: value for name, value in constants.items() if name in names}
+    for param in kernel.params:  # the constexprs not given take their defaults
+        if param.is_constexpr and param.name not in constants and param.default is not inspect.Parameter.empty:
+            constants[param.name] = param.default
     constants.update({name: 1 for name in ones if name in names and name not in kernel.do_not_specialize})
     signature = {name: 'constexpr' if name in constants else
                  ('*bf16' if name in _BF16 else '*fp32') if name.endswith('_ptr') else 'i32' for name in names}
