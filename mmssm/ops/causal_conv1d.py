@@ -70,6 +70,8 @@ except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
 
 CL_BLOCK_L = 32
 CL_BLOCK_D = 64
+# the conv backward's weight-gradient kernel splits the sequence into segments below this many programs
+CL_BWD_PROGRAMS = 1024
 PADDINGS = ('causal', 'reverse', 'same')
 
 
@@ -147,22 +149,24 @@ if triton is not None:
 
     @triton.jit
     def _conv_cl_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, gpre_ptr, part_ptr, x_off, x_sb, x_sl, w_off, b_off,
-                            mode0, mode1, batch_size, length, dim, K: tl.constexpr, K_PAD: tl.constexpr,
+                            mode0, mode1, batch_size, length, dim, seg_len, K: tl.constexpr, K_PAD: tl.constexpr,
                             HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_L: tl.constexpr,
                             BLOCK_D: tl.constexpr):
         """The gradient before the activation, gpre = dout * SiLU'(pre) (pre recomputed as the forward does), into
-        a float32 (directions, batch, L, dim) buffer, and its sums over the sequence: a program walks all of one
-        sample's steps for its channels and stores the sums of g * x per tap k < K and of g (slot K) into
-        part_ptr, (directions, batch, dim, K_PAD) float32, which are summed over the batch after the kernel (no
-        atomics: deterministic, and no contention on the few dim x K addresses)."""
-        steps0, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
+        a float32 (directions, batch, L, dim) buffer, and its sums over the sequence: a program walks one segment
+        (program_id(0); seg_len steps, a multiple of BLOCK_L) of one sample's steps for its channels and stores the
+        sums of g * x per tap k < K and of g (slot K) into part_ptr, (directions, batch, segments, dim, K_PAD)
+        float32, which are summed over the batch and the segments after the kernel (no atomics: deterministic, and
+        no contention on the few dim x K addresses)."""
+        _steps, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
                                                                               BLOCK_L, BLOCK_D)
         x_rows = x_ptr + direction * x_off + batch * x_sb
         base = (direction * batch_size + batch) * length
         taps = tl.arange(0, K_PAD)
         sums = tl.zeros([BLOCK_D, K_PAD], dtype=tl.float32)  # per channel: sum g x_k (k < K), sum g (k = K)
-        for start in range(0, length, BLOCK_L):
-            steps = steps0 + start
+        segment = tl.program_id(0)
+        for start in range(segment * seg_len, tl.minimum(segment * seg_len + seg_len, length), BLOCK_L):
+            steps = tl.arange(0, BLOCK_L) + start
             step_mask = steps < length
             tile = (base + steps.to(tl.int64))[:, None] * dim + channels[None, :]
             tile_mask = step_mask[:, None] & channel_mask[None, :]
@@ -178,7 +182,7 @@ if triton is not None:
                 xv = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K)
                 sums += tl.where(taps[None, :] == k, tl.sum(g * xv, axis=0)[:, None], 0.0)
             sums += tl.where(taps[None, :] == K, tl.sum(g, axis=0)[:, None], 0.0)
-        rows = (direction * batch_size + batch) * dim + channels
+        rows = ((direction * batch_size + batch) * tl.num_programs(0) + segment) * dim + channels
         tl.store(part_ptr + rows[:, None] * K_PAD + taps[None, :], sums,
                  mask=channel_mask[:, None] & (taps[None, :] <= K))
 
@@ -253,15 +257,20 @@ def _conv_cl_bwd_op(dout: torch.Tensor, inputs: list[torch.Tensor], weights: lis
     gpre = torch.empty((directions, batch, length, dim), device=device, dtype=torch.float32)
     dx = torch.empty((directions, batch, length, dim), device=device, dtype=inputs[0].dtype)
     k_pad = next_power_of_2(kernel + 1)
-    part = torch.empty((directions, batch, dim, k_pad), device=device, dtype=torch.float32)
+    # segments of the sequence in parallel when (directions, samples, channel blocks) alone give few programs
+    tiles = cdiv(length, CL_BLOCK_L)
+    segments = min(tiles, cdiv(CL_BWD_PROGRAMS, directions * batch * cdiv(dim, CL_BLOCK_D)))
+    seg_len = cdiv(tiles, segments) * CL_BLOCK_L
+    segments = cdiv(length, seg_len)
+    part = torch.empty((directions, batch, segments, dim, k_pad), device=device, dtype=torch.float32)
     w_off = _element_offset(weights[0], weights[-1])
-    _conv_cl_bwd_kernel[(1, cdiv(dim, CL_BLOCK_D), directions * batch)](
+    _conv_cl_bwd_kernel[(segments, cdiv(dim, CL_BLOCK_D), directions * batch)](
         inputs[0], weights[0], biases[0] if has_bias else weights[0], dout, gpre, part,
         _element_offset(inputs[0], inputs[-1]), inputs[0].stride(0), inputs[0].stride(1), w_off,
-        _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim,
+        _element_offset(biases[0], biases[-1]) if has_bias else 0, modes[0], modes[-1], batch, length, dim, seg_len,
         K=kernel, K_PAD=k_pad, HAS_BIAS=has_bias, SILU=silu, BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)
     # two sums, not views of one: a custom op's outputs may not alias each other
-    dw, db = part[..., :kernel].sum(1), part[..., kernel].sum(1)
+    dw, db = part[..., :kernel].sum((1, 2)), part[..., kernel].sum((1, 2))
     grid = (cdiv(length, CL_BLOCK_L), cdiv(dim, CL_BLOCK_D), directions * batch)
     _conv_cl_dx_kernel[grid](gpre, weights[0], dx, w_off, modes[0], modes[-1], batch, length, dim, K=kernel,
                              BLOCK_L=CL_BLOCK_L, BLOCK_D=CL_BLOCK_D)

@@ -27,8 +27,16 @@ def check_conv(device):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
     params = [xz, *weights, *biases]
-    for a, b in zip(torch.autograd.grad((out * g).sum(), params), torch.autograd.grad((ref * g).sum(), params)):
+    grads_ref = torch.autograd.grad((ref * g).sum(), params)
+    for a, b in zip(torch.autograd.grad((out * g).sum(), params), grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # the weight gradient's kernel over the whole sequence in one program (above: two segments of 32 steps)
+    import mmssm.ops.causal_conv1d as conv
+    programs, conv.CL_BWD_PROGRAMS = conv.CL_BWD_PROGRAMS, 1
+    out = conv1d_channels_last([xz[..., :dim]] * 2, weights, biases, ['causal', 'reverse'], activation='silu')
+    for a, b in zip(torch.autograd.grad((out * g).sum(), params), grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    conv.CL_BWD_PROGRAMS = programs
     # MambaVision's: the two halves of one output, 'same' padding, an even and an odd kernel, no bias
     for kernel in (3, 4):
         weights = [torch.randn(dim, 1, kernel, device=device, requires_grad=True) for _ in range(2)]
