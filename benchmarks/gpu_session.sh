@@ -118,8 +118,8 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
             tests/test_models/test_layers/test_mamba_mixer_channels_last.py
           run conv 60 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384 ;;
     ckpttune) run ckpttune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
-                --variants default CHECKPOINT_L=16 CHECKPOINT_L=8 CHECKPOINT_L=4 BWD_PREFETCH_H=1 \
-                  BWD_PREFETCH_H=1,CHECKPOINT_L=8 ;;  # the backward's scratch in L2? its loads ahead?
+                --variants default CHECKPOINT_L=8 CHECKPOINT_L=4 BWD_PREFETCH_H=1 BWD_MAXNREG=168 \
+                  BWD_MAXNREG=168,BWD_PREFETCH_H=1 BWD_MAXNREG=168,CHECKPOINT_L=8 ;;  # scratch in L2? loads ahead? occupancy?
     hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton,vim_t_cuda && \
                 python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \

@@ -59,6 +59,9 @@ BWD_BC_PARTIAL = True
 BWD_BC_PARTIAL_BLOCKS = 64
 # The walk loads the recomputed state it needs one step ahead (a variant, not yet timed on a GPU).
 BWD_PREFETCH_H = False
+# A register cap for the backward kernel (None: the compiler's choice, 228 at BLOCK_D 64 on 2 warps for sm_90, so 4
+# programs an SM); 168 fits 6 at the cost of spilled loop invariants (`python -m mmssm.ops.kernel_ir --sass`).
+BWD_MAXNREG = None
 _TAYLOR_TERMS = 11  # as discretize.py for float32
 
 
@@ -981,6 +984,8 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     scalars = (batch, dim, length, dim // groups, groups, n_ckpt, cdiv(seg_len, CHECKPOINT_L), n_segs)
     launch = dict(BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common, BC_PARTIAL=partial, PREFETCH_H=BWD_PREFETCH_H,
                   num_warps=BWD_WARPS)
+    if BWD_MAXNREG is not None:
+        launch['maxnreg'] = BWD_MAXNREG
     if n_segs == 1:
         _scan_bwd_seq_kernel[(programs, 1, directions)](*inputs, *grads, dA, dA, dA, dA, dA, *offsets, *scalars,
                                                           PHASE=0, **launch)
