@@ -91,7 +91,7 @@ mambavision_s_mamba,mambavision_b,mambavision_b_mamba --train-models mambavision
              configs/cls/vim-tiny-p16_8xb128_in1k.py --batch-size 128 --amp --iters 30 --warmup 3 $flag | tail -8; done' ;;
     vim224t) run vim224t 80 python benchmarks/vim_gpu.py --models vim_t,vim_t_triton_graph,deit_t,vim_s --sizes 224:128 \
                --max-seconds 2 --json "$OUT/vim224t.json" ;;  # (vim224 without the CUDA-extension models: no build)
-    kernelcheck) run kernelcheck 150 bash -c 'for part in layouts chunked methods gaps segments prefetch; do
+    kernelcheck) run kernelcheck 150 bash -c 'for part in layouts chunked methods gaps segments; do
                    python tests/test_ops/test_selective_scan/interpreted_ops.py $part || exit 1; done' ;;
     cudachunk) run cudachunk_tests 110 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
                  tests/test_ops/test_selective_scan/test_cuda_segments.py tests/test_ops/test_selective_scan/test_cuda_scan.py
@@ -118,8 +118,7 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
             tests/test_models/test_layers/test_mamba_mixer_channels_last.py
           run conv 60 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384 ;;
     ckpttune) run ckpttune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
-                --variants default CHECKPOINT_L=8 CHECKPOINT_L=4 BWD_PREFETCH_H=1 BWD_MAXNREG=168 \
-                  BWD_MAXNREG=168,BWD_PREFETCH_H=1 BWD_MAXNREG=168,CHECKPOINT_L=8 ;;  # scratch in L2? loads ahead? occupancy?
+                --variants default CHECKPOINT_L=16 CHECKPOINT_L=8 CHECKPOINT_L=4 ;;  # the backward's scratch in L2?
     hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton,vim_t_cuda && \
                 python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \

@@ -57,11 +57,6 @@ BWD_SEGMENT_L = None
 # BWD_BC_PARTIAL_BLOCKS programs (the buffer grows with them), else added atomically.
 BWD_BC_PARTIAL = True
 BWD_BC_PARTIAL_BLOCKS = 64
-# The walk loads the recomputed state it needs one step ahead (a variant, not yet timed on a GPU).
-BWD_PREFETCH_H = False
-# A register cap for the backward kernel (None: the compiler's choice, 228 at BLOCK_D 64 on 2 warps for sm_90, so 4
-# programs an SM); 168 fits 6 at the cost of spilled loop invariants (`python -m mmssm.ops.kernel_ir --sass`).
-BWD_MAXNREG = None
 _TAYLOR_TERMS = 11  # as discretize.py for float32
 
 
@@ -466,8 +461,7 @@ if triton is not None:
             batch_size, dim, length, per_group, groups, n_ckpt, seg_chunks, n_segs,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            HAS_DLAST: tl.constexpr, BC_PARTIAL: tl.constexpr = False, PHASE: tl.constexpr = 0,
-            PREFETCH_H: tl.constexpr = False):
+            HAS_DLAST: tl.constexpr, BC_PARTIAL: tl.constexpr = False, PHASE: tl.constexpr = 0):
         """The backward as recurrences in time: per chunk of CKPT_L steps (last chunk first), the states are
         recomputed from the saved checkpoint into a program-private scratch (it stays in cache), then the adjoint
         walks the chunk backwards. What step t gives to u and B at step t - j waits in registers until the walk
@@ -614,10 +608,6 @@ if triton is not None:
             tl.debug_barrier()
             # 2. the adjoint, from the chunk's last step down to its first
             h_t = h
-            if PREFETCH_H:  # the state before the walk's next step, loaded one step ahead of its use
-                n_h = h_start
-                if t1 - 1 > t0:
-                    n_h = tl.load(scratch + (t1 - 2 - t0) * (BLOCK_D * N_PAD))
             for tt in range(t0, t1):
                 t = t1 - 1 - (tt - t0)
                 pos = _position(t, length, reverse)
@@ -638,15 +628,9 @@ if triton is not None:
                 n_raw, n_C, n_dout, n_z = _adjoint_inputs(  # (clamped: step 0 reloads itself)
                     delta_rows, C_states, dout_rows, z_rows, _position(t - 1, length, reverse), state_mask, x_sl,
                     bc_sl, g_sl, z_sl, HAS_Z)
-                if PREFETCH_H:
-                    h_prev = n_h
-                    n_h = h_start
-                    if t - 1 > t0:
-                        n_h = tl.load(scratch + (t - t0 - 2) * (BLOCK_D * N_PAD))
-                else:
-                    h_prev = h_start
-                    if t > t0:
-                        h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
+                h_prev = h_start
+                if t > t0:
+                    h_prev = tl.load(scratch + (t - t0 - 1) * (BLOCK_D * N_PAD))
                 dt = raw
                 if SOFTPLUS:
                     dt = _softplus(raw)
@@ -982,10 +966,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
                           dtype=torch.float32)
     grads = (scratch, du, ddelta, dz, dA, dB, dC, dD, dbias)
     scalars = (batch, dim, length, dim // groups, groups, n_ckpt, cdiv(seg_len, CHECKPOINT_L), n_segs)
-    launch = dict(BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common, BC_PARTIAL=partial, PREFETCH_H=BWD_PREFETCH_H,
-                  num_warps=BWD_WARPS)
-    if BWD_MAXNREG is not None:
-        launch['maxnreg'] = BWD_MAXNREG
+    launch = dict(BLOCK_D=block_d, CKPT_L=CHECKPOINT_L, **common, BC_PARTIAL=partial, num_warps=BWD_WARPS)
     if n_segs == 1:
         _scan_bwd_seq_kernel[(programs, 1, directions)](*inputs, *grads, dA, dA, dA, dA, dA, *offsets, *scalars,
                                                           PHASE=0, **launch)

@@ -246,13 +246,6 @@ if __name__ == '__main__':
         check_strided_layouts('bilinear')
         triton_scan.BWD_BC_PARTIAL = True
         triton_scan.BWD_SEGMENT_L = None
-    if part in ('prefetch', 'all'):  # the backward's walk loading its recomputed states one step ahead
-        from mmssm.ops.selective_scan import triton_scan
-        triton_scan.BWD_PREFETCH_H = True
-        check_strided_layouts('zoh')
-        triton_scan.BWD_SEGMENT_L = 32  # and per segment: 32 + 32 + 6 steps at L = 70
-        check_one_direction('highorder', with_options=True, state=5)
-        triton_scan.BWD_PREFETCH_H, triton_scan.BWD_SEGMENT_L = False, None
     if part in ('gaps', 'all'):
         check_gaps()
     if part in ('methods', 'all'):

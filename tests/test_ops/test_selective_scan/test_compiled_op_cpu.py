@@ -148,11 +148,3 @@ def test_cuda_segment_length_policy(monkeypatch, rule, channels, forced):
     assert split(2, 384, 2, 40, 16) == 40 and split(2, 384, 2, 16384, 16) == 64
     monkeypatch.setattr(cs, forced, 1 << 30)  # off: the whole sequence
     assert split(2, 384, 2, 16384, 16) == 16384
-
-
-@needs_interpreter
-def test_backward_state_prefetch_through_the_triton_interpreter():
-    """The backward variant that loads the walk's recomputed state one step ahead (BWD_PREFETCH_H): both
-    directions on strided inputs, and highorder through the segment-parallel backward, against the float64 loop."""
-    stdout = _interpret('prefetch')
-    assert stdout.count('ok ') == 2, stdout
