@@ -4,6 +4,7 @@ inference pass. Runs on a CPU:
 
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny [--profile]
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --model mambavision --arch tiny
+    TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny --train   # forward + backward
 
 (TRITON_INTERPRET=1 lets the channels-last path run on CPU tensors; the stubs replace the kernels, so nothing is
 interpreted.) The matmuls still run, on tiny tensors (batch 1, 32 px: 5 tokens; MambaVision with one window a map
@@ -34,9 +35,11 @@ def stub_kernels():
     import mmssm.ops.causal_conv1d as conv
     import mmssm.ops.fused_add_norm as add_norm
     from mmssm.ops.selective_scan import triton_scan
-    conv._conv_cl_kernel = _NoLaunch()
-    add_norm._add_norm_fwd_kernel = _NoLaunch()
-    triton_scan._scan_fwd_seq_kernel = _NoLaunch()
+    for module, names in ((conv, ('_conv_cl_kernel', '_conv_cl_bwd_kernel', '_conv_cl_dx_kernel')),
+                          (add_norm, ('_add_norm_fwd_kernel', '_add_norm_bwd_kernel')),
+                          (triton_scan, ('_scan_fwd_seq_kernel', '_scan_bwd_seq_kernel', '_scan_combine_kernel'))):
+        for name in names:
+            setattr(module, name, _NoLaunch())
 
 
 def main():
@@ -46,6 +49,8 @@ def main():
     parser.add_argument('--passes', type=int, default=20)
     parser.add_argument('--rounds', type=int, default=7)
     parser.add_argument('--profile', action='store_true')
+    parser.add_argument('--train', action='store_true',
+                        help='time a training step (forward, backward of the sum of the outputs) instead')
     parser.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'],
                         help="the model's dtype (the GPU benchmarks' inference runs a bf16 model)")
     args = parser.parse_args()
@@ -61,24 +66,31 @@ def main():
     else:
         model = MambaVision(args.arch, window_size=(8, 8, 2, 1), mixer_cfg=dict(scan_backend='triton'))
         blocks = f'{sum(len(level.blocks) for level in model.levels)} blocks'
-    model = model.to(dtype).eval()
+    model = model.to(dtype).train(args.train)
     x = torch.randn(1, 3, 32, 32, dtype=dtype)
-    times = []
-    with torch.inference_mode():
-        for _ in range(3):
+
+    def step():
+        if args.train:
+            sum(out.sum() for out in model(x)).backward()
+        else:
             model(x)
+
+    times = []
+    with torch.inference_mode(not args.train):
+        for _ in range(3):
+            step()
         for _ in range(args.rounds):
             start = time.perf_counter()
             for _ in range(args.passes):
-                model(x)
+                step()
             times.append((time.perf_counter() - start) / args.passes * 1e3)
-        print(f'{type(model).__name__}-{args.arch} host time per forward: min {min(times):.2f} ms, '
-              f'median {statistics.median(times):.2f} ms ({blocks})')
+        print(f'{type(model).__name__}-{args.arch} host time per {"training step" if args.train else "forward"}: '
+              f'min {min(times):.2f} ms, median {statistics.median(times):.2f} ms ({blocks})')
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
             for _ in range(args.passes):
-                model(x)
+                step()
             profiler.disable()
             pstats.Stats(profiler).sort_stats('tottime').print_stats(25)
 

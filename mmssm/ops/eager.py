@@ -11,6 +11,12 @@ def direct_call(tensors) -> bool:
     autograd on (so a module's ``parameters()`` cost nothing in inference)."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
+    return eager_autograd()
+
+
+def eager_autograd() -> bool:
+    """True when a custom op's autograd may run as a plain ``torch.autograd.Function`` (nothing is compiling or
+    tracing, and no dispatch mode is watching): the op boundary only costs host time there."""
     return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or _get_current_dispatch_mode() is not None)
 
 

@@ -11,7 +11,7 @@ import importlib
 import torch
 from torch import Tensor
 
-from ..eager import direct_call
+from ..eager import direct_call, eager_autograd
 
 _MODULE_NAMES = {'triton': 'triton_scan', 'cuda': 'cuda_scan'}
 
@@ -45,14 +45,16 @@ def _saved_shape(backend, u, A, save):
     return backend_module(backend).saved_shape(batch, dim, length, A.shape[1], save)
 
 
-@torch.library.custom_op('mmssm::selective_scan_fwd', mutates_args=())
-def selective_scan_fwd(u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Tensor], C: list[Tensor],
-                       D: list[Tensor], delta_bias: list[Tensor], z: list[Tensor], softplus: bool, method: str,
-                       reverse: list[bool], backend: str, save: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _scan_fwd(u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Tensor], C: list[Tensor],
+              D: list[Tensor], delta_bias: list[Tensor], z: list[Tensor], softplus: bool, method: str,
+              reverse: list[bool], backend: str, save: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(out (dirs, batch, dim, L), last state (dirs, batch, dim, N) float32, saved for the backward)."""
     outs, lasts, saved = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
                                                    reverse, save)
     return _stacked(outs), _stacked(lasts), _stacked(saved)
+
+
+selective_scan_fwd = torch.library.custom_op('mmssm::selective_scan_fwd', _scan_fwd, mutates_args=())
 
 
 @selective_scan_fwd.register_fake
@@ -66,16 +68,17 @@ def _(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, s
     return out, last, saved
 
 
-@torch.library.custom_op('mmssm::selective_scan_bwd', mutates_args=())
-def selective_scan_bwd(dout: Tensor, u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Tensor],
-                       C: list[Tensor], D: list[Tensor], delta_bias: list[Tensor], z: list[Tensor], softplus: bool,
-                       method: str, reverse: list[bool], backend: str, saved: Tensor,
-                       dlast: Tensor | None) -> list[Tensor]:
+def _scan_bwd(dout: Tensor, u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Tensor],
+              C: list[Tensor], D: list[Tensor], delta_bias: list[Tensor], z: list[Tensor], softplus: bool,
+              method: str, reverse: list[bool], backend: str, saved: Tensor, dlast: Tensor | None) -> list[Tensor]:
     """[du, ddelta, dA, dB, dC, dD, ddelta_bias] (+ [dz] with a gate), each stacked over directions."""
     grads = backend_module(backend).backward(list(dout.unbind(0)), u, delta, A, B, C, D, delta_bias, z, softplus,
                                              method, reverse, list(saved.unbind(0)),
                                              list(dlast.unbind(0)) if dlast is not None else [])
     return [_stacked(g) for g in grads if len(g)]
+
+
+selective_scan_bwd = torch.library.custom_op('mmssm::selective_scan_bwd', _scan_bwd, mutates_args=())
 
 
 @selective_scan_bwd.register_fake
@@ -99,24 +102,53 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*u, *delta, *A, *B, *C, *D, *delta_bias, *z, output[2])
 
 
-def _backward(ctx, dout, dlast, dsaved):
+def _grads(ctx, dout, dlast, bwd=selective_scan_bwd):
+    """Per input list (u, delta, A, B, C, D, delta_bias, z), its gradients, from ``ctx`` as :func:`_setup_context`
+    fills it (z's an empty list without a gate)."""
     saved = ctx.saved_tensors
     n = ctx.directions
     lists = [list(saved[i * n:(i + 1) * n]) for i in range(7)]
     z = list(saved[7 * n:8 * n]) if ctx.has_z else []
     softplus, method, reverse, backend = ctx.options
-    grads = selective_scan_bwd(dout, *lists, z, softplus, method, reverse, backend, saved[-1],
-                               dlast.contiguous() if dlast is not None else None)
+    grads = bwd(dout, *lists, z, softplus, method, reverse, backend, saved[-1],
+                dlast.contiguous() if dlast is not None else None)
     per_input = [list(g.unbind(0)) for g in grads]
     # cast each gradient to its input's dtype (the backends accumulate some in float32)
     inputs = lists + ([z] if ctx.has_z else [])
     per_input = [[g.to(x.dtype) for g, x in zip(gs, xs)] for gs, xs in zip(per_input, inputs)]
     if not ctx.has_z:
         per_input.append([])  # z was an empty list: the gradient has its structure
-    return (*per_input, None, None, None, None, None)
+    return per_input
+
+
+def _backward(ctx, dout, dlast, dsaved):
+    return (*_grads(ctx, dout, dlast), None, None, None, None, None)
 
 
 torch.library.register_autograd('mmssm::selective_scan_fwd', _backward, setup_context=_setup_context)
+
+
+class _EagerScan(torch.autograd.Function):
+    """The custom op's autograd for eager training, without the op: the same backends and gradients, none of the
+    dispatcher's and pytree's host time. ``tensors``: u, delta, A, B, C, D, delta_bias (and z) of every
+    direction, list after list."""
+
+    @staticmethod
+    def forward(ctx, options, directions, has_z, *tensors):
+        lists = [list(tensors[i * directions:(i + 1) * directions]) for i in range(8 if has_z else 7)]
+        inputs = (*lists[:7], lists[7] if has_z else [], *options, True)
+        out, last, saved = _scan_fwd(*inputs)
+        _setup_context(ctx, inputs, (out, last, saved))
+        ctx.set_materialize_grads(False)  # no zeros for an unused last state: the backward takes None
+        ctx.out_layout = (out.shape, out.stride(), out.dtype, out.device)  # (not out itself: a reference cycle)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        if dout is None:
+            shape, stride, dtype, device = ctx.out_layout
+            dout = torch.zeros_like(torch.empty_strided(shape, stride, dtype=dtype, device=device))
+        return None, None, None, *[g for grads in _grads(ctx, dout, dlast, _scan_bwd) for g in grads]
 
 
 def kernel_direct(backend, tensors) -> bool:
@@ -145,6 +177,8 @@ def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse
                                                          reverse, False)
         return _stacked(outs), _stacked(lasts)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if needs_grad and eager_autograd():  # eager training: the op's autograd without the op
+        return _EagerScan.apply((softplus, method, reverse, backend), len(u), len(z) > 0, *tensors)
     out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend,
                                       needs_grad)
     return out, last

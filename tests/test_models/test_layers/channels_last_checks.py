@@ -30,13 +30,17 @@ def check_conv(device):
     grads_ref = torch.autograd.grad((ref * g).sum(), params)
     for a, b in zip(torch.autograd.grad((out * g).sum(), params), grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    # the weight gradient's kernel over the whole sequence in one program (above: two segments of 32 steps)
+    # the weight gradient's kernel over the whole sequence in one program (above: two segments of 32 steps), and
+    # the custom op's own autograd (what torch.compile traces; eager training above runs its autograd.Function)
     import mmssm.ops.causal_conv1d as conv
+    assert type(out.grad_fn).__name__ == '_EagerConvBackward', out.grad_fn
     programs, conv.CL_BWD_PROGRAMS = conv.CL_BWD_PROGRAMS, 1
+    eager, conv.eager_autograd = conv.eager_autograd, lambda: False
     out = conv1d_channels_last([xz[..., :dim]] * 2, weights, biases, ['causal', 'reverse'], activation='silu')
+    assert type(out.grad_fn).__name__ != '_EagerConvBackward', out.grad_fn
     for a, b in zip(torch.autograd.grad((out * g).sum(), params), grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    conv.CL_BWD_PROGRAMS = programs
+    conv.CL_BWD_PROGRAMS, conv.eager_autograd = programs, eager
     # MambaVision's: the two halves of one output, 'same' padding, an even and an odd kernel, no bias
     for kernel in (3, 4):
         weights = [torch.randn(dim, 1, kernel, device=device, requires_grad=True) for _ in range(2)]

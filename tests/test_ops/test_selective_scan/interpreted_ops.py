@@ -57,9 +57,15 @@ def check_one_direction(method, with_options, state):
     print('ok', label, flush=True)
 
 
-def check_softplus_tail(method, shift):
+def check_softplus_tail(method, shift, through_op=False):
     """delta + delta_bias around ``shift``: at -30 softplus is ~1e-13 (log(1 + exp(x)) in float32 rounds it to 0,
-    and the state would never move); at -5 it is its series' range. No D or gate, so y is the scan's alone."""
+    and the state would never move); at -5 it is its series' range. No D or gate, so y is the scan's alone.
+    Gradients through the eager autograd.Function, or with ``through_op`` the custom op's own autograd (what
+    torch.compile traces)."""
+    from mmssm.ops.selective_scan import compiled
+    eager = compiled.eager_autograd
+    if through_op:
+        compiled.eager_autograd = lambda: False
     inputs = make_inputs(1, 2, 36, 4, dtype=torch.float32, device=DEVICE, seed=6, grad=False)
     inputs['delta'] = inputs['delta'] + shift
     inputs['D'] = inputs['z'] = None
@@ -68,13 +74,15 @@ def check_softplus_tail(method, shift):
     lists = [[t] for t in _compiled_arguments(*[leaves[k] for k in ('u', 'delta', 'A', 'B', 'C')], None,
                                               leaves['delta_bias'], 'triton')]
     out, last = scan('triton', *lists, [], True, method, [False])
+    compiled.eager_autograd = eager
+    assert (type(out.grad_fn).__name__ == '_EagerScanBackward') != through_op, out.grad_fn
     weight = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(DEVICE)
     grads = torch.autograd.grad((out[0].double() * weight).sum() + last[0].double().sum(),
                                 [leaves[k] for k in names])
     ref = {k: inputs[k].detach().double().requires_grad_() for k in names}
     y_ref, last_ref = selective_scan_naive(**ref, discretization=method, return_last_state=True)
     ref_grads = torch.autograd.grad((y_ref * weight).sum() + last_ref.sum(), [ref[k] for k in names])
-    label = f'softplus tail {method} delta ~ {shift}'
+    label = f'softplus tail {method} delta ~ {shift}' + (' (the op\'s autograd)' if through_op else '')
     # relative to each tensor's own scale (~1e-13 at -30): a softplus of 0 is off by all of it
     assert_close(f'{label} y', y_ref, out[0], atol=1e-4 * y_ref.abs().max().item())
     assert_close(f'{label} last state', last_ref, last[0], atol=1e-4 * last_ref.abs().max().item())
@@ -220,6 +228,7 @@ if __name__ == '__main__':
         check_opcheck()
         check_softplus_tail('zoh', -30.0)
         check_softplus_tail('foh', -5.0)
+        check_softplus_tail('foh', -5.0, through_op=True)
     if part in ('layouts', 'all'):
         from mmssm.ops.selective_scan import triton_scan
         check_strided_layouts('zoh')  # dB / dC per program, summed after the kernel (8 programs a group)
