@@ -10,38 +10,9 @@ import sys
 import torch
 
 sys.path.insert(0, '.')
+from benchmarks.profile_vim import kernel_totals  # noqa: E402
+from benchmarks.scan_gpu import timed  # noqa: E402
 from mmssm.ops.causal_conv1d import conv1d_channels_last, conv1d_reference  # noqa: E402
-
-
-def timed(fn, repeats=50):
-    """Median ms per call of ``fn`` (CUDA events, after a warm-up)."""
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
-def kernel_times(fn, passes=10):
-    """ms per call of each CUDA kernel ``fn`` launches."""
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(passes):
-            fn()
-        torch.cuda.synchronize()
-    kernels = {}
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            kernels[event.name] = kernels.get(event.name, 0.0) + event.device_time / passes / 1e3
-    return kernels
 
 
 def measure(batch, length, dim, dtype, label):
@@ -64,13 +35,18 @@ def measure(batch, length, dim, dtype, label):
             torch.autograd.grad(fwd(), params, g)
         return step
 
+    def ms(fn):
+        return timed(fn, repeats=10, rounds=5)
+
     with torch.no_grad():
-        fwd_t, fwd_c = timed(triton_fwd), timed(cudnn_fwd)
-    step_t, step_c = timed(both(triton_fwd, grad)), timed(both(cudnn_fwd, grad.transpose(2, 3).contiguous()))
+        fwd_t, fwd_c = ms(triton_fwd), ms(cudnn_fwd)
+    step_t, step_c = ms(both(triton_fwd, grad)), ms(both(cudnn_fwd, grad.transpose(2, 3).contiguous()))
     print(f'({batch}, {length}, {dim}) {label}, 2 directions: forward Triton {fwd_t:.3f} ms, cuDNN {fwd_c:.3f} ms; '
           f'forward + backward Triton {step_t:.3f} ms, cuDNN {step_c:.3f} ms')
-    for name, ms in sorted(kernel_times(both(triton_fwd, grad)).items(), key=lambda kv: -kv[1])[:6]:
-        print(f'    {ms:7.3f} ms  {name[:100]}')
+    passes = 10
+    kernels = kernel_totals(both(triton_fwd, grad), passes)
+    for name, (total, _) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:6]:
+        print(f'    {total / passes / 1e3:7.3f} ms  {name[:100]}')
 
 
 def main():

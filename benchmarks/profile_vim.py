@@ -32,6 +32,21 @@ def python_profile(step, passes, top):
     pstats.Stats(profiler).sort_stats('tottime').print_stats(top)
 
 
+def kernel_totals(step, passes):
+    """{kernel name: (total microseconds, calls)} of ``passes`` calls of ``step`` (torch.profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(passes):
+            step()
+        torch.cuda.synchronize()
+    kernels = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        total, calls = kernels.get(event.name, (0.0, 0))
+        kernels[event.name] = (total + event.device_time, calls + 1)
+    return kernels
+
+
 def kernel_table(step, batch, passes, top, label):
     """Wall and GPU-busy time per call of ``step`` (one pass of ``batch`` images), and its ``top`` kernels by
     total time."""
@@ -43,16 +58,7 @@ def kernel_table(step, batch, passes, top, label):
         step()
     torch.cuda.synchronize()
     wall = (time.perf_counter() - start) / passes
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(passes):
-            step()
-        torch.cuda.synchronize()
-    kernels = {}
-    for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        total, calls = kernels.get(event.name, (0.0, 0))
-        kernels[event.name] = (total + event.device_time, calls + 1)
+    kernels = kernel_totals(step, passes)
     busy = sum(t for t, _ in kernels.values()) / passes / 1e3  # ms
     print(f'\n== {label}: wall {wall * 1e3:.2f} ms/pass ({batch / wall:.0f} img/s), '
           f'GPU busy {busy:.2f} ms/pass ({100 * busy / (wall * 1e3):.0f}% of wall)')
