@@ -119,7 +119,7 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
           run conv 60 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384 ;;
     ckpttune) run ckpttune 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                 --variants default CHECKPOINT_L=16 CHECKPOINT_L=8 CHECKPOINT_L=4 ;;  # the backward's scratch in L2?
-    hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton,vim_t_cuda && \
+    hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton && \
                 python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
