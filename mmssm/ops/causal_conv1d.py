@@ -6,7 +6,7 @@ On CUDA tensors the ``causal_conv1d`` package is used when it is importable (it 
 import torch
 import torch.nn.functional as F
 
-from .eager import cdiv, direct_call, eager_autograd, next_power_of_2
+from .eager import cdiv, next_power_of_2, op_route
 
 try:  # optional fast path
     from causal_conv1d import causal_conv1d_fn as _causal_conv1d_cuda
@@ -371,8 +371,9 @@ def conv1d_channels_last(inputs, weights, biases, paddings, activation: str | No
     arguments = (list(inputs), [w.contiguous() for w in weights], [] if biases[0] is None else list(biases),
                  [PADDINGS.index(p) for p in paddings], activation == 'silu')
     tensors = arguments[0] + arguments[1] + arguments[2]
-    if direct_call(tensors):  # inference: the kernel without the op's wrappers
+    route = op_route(tensors)
+    if route == 'direct':  # inference: the kernel without the op's wrappers
         return _conv_cl_forward(*arguments)
-    if eager_autograd():  # eager training: the op's autograd without the op
+    if route == 'function':  # eager training: the op's autograd without the op
         return _EagerConv.apply(arguments[3], arguments[4], len(inputs), *tensors)
     return _conv_cl_op(*arguments)

@@ -5,19 +5,22 @@ import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 
-def direct_call(tensors) -> bool:
-    """True when nothing needs the op boundary: no gradient flows to ``tensors``, nothing is compiling or tracing,
-    and no dispatch mode (FLOP counters, op recorders) is watching. ``tensors``: any iterable, read only with
+def op_route(tensors) -> str:
+    """How a call of a custom op on ``tensors`` runs: 'op' while something needs the op boundary (compiling,
+    tracing, or a dispatch mode such as a FLOP counter or an op recorder watching); else 'function' when a
+    gradient flows to ``tensors`` (the op's autograd as a plain ``torch.autograd.Function``: the boundary would
+    only cost host time), or 'direct' (the implementation itself). ``tensors``: any iterable, read only with
     autograd on (so a module's ``parameters()`` cost nothing in inference)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or _get_current_dispatch_mode() is not None:
+        return 'op'
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    return eager_autograd()
+        return 'function'
+    return 'direct'
 
 
-def eager_autograd() -> bool:
-    """True when a custom op's autograd may run as a plain ``torch.autograd.Function`` (nothing is compiling or
-    tracing, and no dispatch mode is watching): the op boundary only costs host time there."""
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or _get_current_dispatch_mode() is not None)
+def direct_call(tensors) -> bool:
+    """True when nothing needs the op boundary: :func:`op_route` says 'direct'."""
+    return op_route(tensors) == 'direct'
 
 
 def cdiv(a: int, b: int) -> int:

@@ -11,7 +11,7 @@ import importlib
 import torch
 from torch import Tensor
 
-from ..eager import direct_call, eager_autograd
+from ..eager import direct_call, op_route
 
 _MODULE_NAMES = {'triton': 'triton_scan', 'cuda': 'cuda_scan'}
 
@@ -147,7 +147,7 @@ class _EagerScan(torch.autograd.Function):
     def backward(ctx, dout, dlast):
         if dout is None:
             shape, stride, dtype, device = ctx.out_layout
-            dout = torch.zeros_like(torch.empty_strided(shape, stride, dtype=dtype, device=device))
+            dout = torch.empty_strided(shape, stride, dtype=dtype, device=device).zero_()
         return None, None, None, *[g for grads in _grads(ctx, dout, dlast, _scan_bwd) for g in grads]
 
 
@@ -168,7 +168,8 @@ def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse
         option = 'gap' if gap is not None else 'a_log'
         raise ValueError(f'scan: {option} runs in the kernel only for inference on the Triton backend (got backend '
                          f'{backend!r}, gradients or tracing); use selective_scan(...) instead.')
-    if direct_call(tensors):  # inference: the backend without the op's wrappers
+    route = op_route(tensors)
+    if route == 'direct':  # inference: the backend without the op's wrappers
         if backend == 'triton':  # its (directions, ...) outputs as they are
             out, last, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
                                                            reverse, False, gap=gap, stacked=True, a_log=a_log)
@@ -176,9 +177,9 @@ def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse
         outs, lasts, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
                                                          reverse, False)
         return _stacked(outs), _stacked(lasts)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if needs_grad and eager_autograd():  # eager training: the op's autograd without the op
+    if route == 'function':  # eager training: the op's autograd without the op
         return _EagerScan.apply((softplus, method, reverse, backend), len(u), len(z) > 0, *tensors)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend,
                                       needs_grad)
     return out, last

@@ -35,12 +35,12 @@ def check_conv(device):
     import mmssm.ops.causal_conv1d as conv
     assert type(out.grad_fn).__name__ == '_EagerConvBackward', out.grad_fn
     programs, conv.CL_BWD_PROGRAMS = conv.CL_BWD_PROGRAMS, 1
-    eager, conv.eager_autograd = conv.eager_autograd, lambda: False
+    route, conv.op_route = conv.op_route, lambda tensors: 'op'
     out = conv1d_channels_last([xz[..., :dim]] * 2, weights, biases, ['causal', 'reverse'], activation='silu')
     assert type(out.grad_fn).__name__ != '_EagerConvBackward', out.grad_fn
     for a, b in zip(torch.autograd.grad((out * g).sum(), params), grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    conv.CL_BWD_PROGRAMS, conv.eager_autograd = programs, eager
+    conv.CL_BWD_PROGRAMS, conv.op_route = programs, route
     # MambaVision's: the two halves of one output, 'same' padding, an even and an odd kernel, no bias
     for kernel in (3, 4):
         weights = [torch.randn(dim, 1, kernel, device=device, requires_grad=True) for _ in range(2)]
