@@ -1,6 +1,7 @@
-"""Host time of the inference hot path (the Vim block's): when a custom op's implementation may run without the
-op (skipping the dispatcher and the op's autograd and fake wrappers), and plain-Python stand-ins for Triton's
-host helpers, which are jit ``ConstexprFunction`` objects costing ~2 us a call."""
+"""The hot path in eager mode (the Vim block's): when a custom op's implementation may run without the op
+(skipping the dispatcher and the op's autograd and fake wrappers), a split of a matmul's output whose backward
+writes the gradient once, and plain-Python stand-ins for Triton's host helpers, which are jit
+``ConstexprFunction`` objects costing ~2 us a call."""
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -21,6 +22,45 @@ def op_route(tensors) -> str:
 def direct_call(tensors) -> bool:
     """True when nothing needs the op boundary: :func:`op_route` says 'direct'."""
     return op_route(tensors) == 'direct'
+
+
+class _SplitChannels(torch.autograd.Function):
+    """See :func:`split_channels`."""
+
+    @staticmethod
+    def forward(ctx, x, sizes, copies):
+        ctx.sizes, ctx.copies = sizes, copies
+        ctx.set_materialize_grads(False)
+        parts = x.split(sizes, dim=-1)
+        return tuple(part.view(part.shape) for part in parts for _ in range(copies))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        sizes, copies = ctx.sizes, ctx.copies
+        given = next(g for g in grads if g is not None)
+        out = given.new_empty(given.shape[:-1] + (sum(sizes),))
+        for index, target in enumerate(out.split(sizes, dim=-1)):
+            part = [g for g in grads[index * copies:(index + 1) * copies] if g is not None]
+            if not part:
+                target.zero_()
+            elif len(part) == 1:
+                target.copy_(part[0])
+            else:
+                torch.add(part[0], part[1], out=target)
+                for g in part[2:]:
+                    target.add_(g)
+        return out, None, None
+
+
+def split_channels(x: torch.Tensor, sizes: tuple, copies: int = 1) -> tuple:
+    """``x.split(sizes, dim=-1)`` with each part returned ``copies`` times (one per consumer), for eager training:
+    the backward writes each part's summed gradient into one buffer, in one add or copy a part. Autograd's own
+    split would fill a zero tensor of x's size per part, copy the part's gradient in, sum those, and sum the
+    copies' gradients first (for Vim's block, 7 full-size kernels in place of 2). Elsewhere (no gradient to
+    ``x``, or compiling, where the compiler fuses these) the plain views, as :func:`op_route` says."""
+    if op_route((x,)) != 'function':
+        return tuple(part for part in x.split(sizes, dim=-1) for _ in range(copies))
+    return _SplitChannels.apply(x, tuple(sizes), copies)
 
 
 def cdiv(a: int, b: int) -> int:

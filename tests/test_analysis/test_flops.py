@@ -122,7 +122,7 @@ class _TorchStandIn:
         self.calls = 0
 
     def forward(self, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save, gap=None,
-                stacked=False, a_log=False):  # (the triton module's options)
+                stacked=False, a_log=False, merged=False):  # (the triton module's options)
         assert gap is None
         self.calls += 1
         if a_log:  # A holds the A_log parameters, D and delta_bias the parameters' dtype
@@ -136,6 +136,10 @@ class _TorchStandIn:
             outs.append(y)
             lasts.append(last)
         saved = [u[0].new_zeros(0, dtype=torch.float32) for _ in u]
+        if merged:  # the outputs in the triton module's merged layout
+            from mmssm.ops.selective_scan.triton_scan import merged_rows
+            out = merged_rows(len(u), *u[0].shape, dtype=u[0].dtype, device=u[0].device)
+            return out.copy_(torch.stack(outs)), torch.stack(lasts), torch.stack(saved)
         if stacked:
             return torch.stack(outs), torch.stack(lasts), torch.stack(saved)
         return outs, lasts, saved

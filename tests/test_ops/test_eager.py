@@ -51,3 +51,32 @@ def test_host_helpers_equal_tritons():
         assert next_power_of_2(n) == triton.next_power_of_2(n), n
         for d in (1, 16, 64, 255):
             assert cdiv(n, d) == triton.cdiv(n, d), (n, d)
+
+
+def test_split_channels_gradient_equals_autograds_split():
+    """Each part's gradient summed over its copies, unused copies and parts included, written into one buffer;
+    in inference and under a dispatch mode the plain views."""
+    from mmssm.ops.eager import split_channels
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, requires_grad=True)
+    sizes = (3, 4)
+    for copies in (1, 2, 3):
+        parts = split_channels(x, sizes, copies)
+        plain = [p for p in x.split(sizes, dim=-1) for _ in range(copies)]
+        assert len(parts) == len(plain) == 2 * copies
+        assert type(parts[0].grad_fn).__name__ == '_SplitChannelsBackward'
+        for a, b in zip(parts, plain):
+            assert torch.equal(a, b) and a.data_ptr() == b.data_ptr()  # views, no copy
+        weights = [torch.randn(p.shape) for p in parts]
+        for unused in (None, 0, copies):  # a copy of the first part, or the whole second part, unused
+            used = [i for i in range(len(parts)) if unused is None or not (
+                i == unused if unused == 0 else i >= copies)]
+            loss = sum((parts[i] * weights[i]).sum() for i in used)
+            loss_ref = sum((plain[i] * weights[i]).sum() for i in used)
+            grad, = torch.autograd.grad(loss, x, retain_graph=True)
+            grad_ref, = torch.autograd.grad(loss_ref, x, retain_graph=True)
+            torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        assert split_channels(x, sizes, 2)[0].grad_fn is None
+    with Watching():
+        assert type(split_channels(x, sizes)[0].grad_fn).__name__ != '_SplitChannelsBackward'

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmssm.ops.causal_conv1d import causal_conv1d, channel_contiguous, channels_last_available, conv1d_channels_last
+from mmssm.ops.eager import split_channels
 from mmssm.ops.selective_scan import (
     METHODS,
     _compiled_arguments,
@@ -206,7 +207,32 @@ class MambaMixer(nn.Module):
             y = checkpoint(mix, xz, gap_steps, keep_mask, direction_gate, use_reentrant=False)
         else:
             y = mix(xz, gap_steps, keep_mask, direction_gate)
+        if y.shape[-1] != self.d_inner:  # both directions side by side: out_proj merges them (see _merged_weight)
+            return F.linear(y, self._merged_weight(), self.out_proj.bias)
         return self.out_proj(y)
+
+    def _mergeable(self) -> bool:
+        """Whether out_proj may merge the two directions (a plain weight and no hooks: it is not called as a
+        module then)."""
+        out_proj = self.out_proj
+        return self.bidirectional and type(out_proj) is nn.Linear and type(out_proj.weight) is nn.Parameter \
+            and not (out_proj._forward_hooks or out_proj._forward_pre_hooks)
+
+    def _merged_weight(self) -> torch.Tensor:
+        """out_proj's weight for both directions' outputs side by side, [W, W] (halved with divide_out): one matmul
+        sums (averages) and projects them, in place of a merge kernel and a matmul. Kept between inference calls
+        while the weight is unchanged (its version counter); recomputed when a gradient flows to it."""
+        weight = self.out_proj.weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            merged = torch.cat([weight, weight], dim=1)
+            return merged * 0.5 if self.divide_out else merged
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, self.divide_out)
+        cached = self.__dict__.get('_merged_cache')
+        if cached is None or cached[0] != key:
+            merged = torch.cat([weight, weight], dim=1)
+            cached = key, merged * 0.5 if self.divide_out else merged
+            self.__dict__['_merged_cache'] = cached
+        return cached[1]
 
     def _transposing_scan(self, xz, gap_steps, keep_mask, direction_gate):
         """The mixer between in_proj and out_proj on (batch, channels, L) tensors. -> (batch, L, d_inner)."""
@@ -230,13 +256,16 @@ class MambaMixer(nn.Module):
         in_proj output; x_proj and dt_proj on their outputs; both scans in one launch reading u, delta, B, C and the
         z half in place and writing channels-last (with ``gap_steps``, of their :func:`gap_form`). Same function as
         the transposing path. xz: the in_proj output; keep_mask and direction_gate must be None.
-        -> (batch, L, d_inner)."""
+        -> (batch, L, d_inner), or for two directions where out_proj can merge them (:meth:`_merged_weight`) both
+        side by side, (batch, L, 2 * d_inner), as the scan writes them."""
         d_inner, rank, state = self.d_inner, self.dt_rank, self.d_state
         xz = channel_contiguous(xz)  # (batch, L, 2 * d_inner)
-        x, z = xz[..., :d_inner], xz[..., d_inner:].transpose(1, 2)
         suffixes = ('', '_b') if self.bidirectional else ('',)
+        directions = len(suffixes)
+        halves = split_channels(xz, (d_inner, d_inner), directions)  # x and z, once per direction
+        xs, zs = halves[:directions], [z.transpose(1, 2) for z in halves[directions:]]
         convs = [getattr(self, f'conv1d{suffix}') for suffix in suffixes]
-        us = conv1d_channels_last([x] * len(suffixes), [c.weight for c in convs], [c.bias for c in convs],
+        us = conv1d_channels_last(xs, [c.weight for c in convs], [c.bias for c in convs],
                                   ['reverse' if suffix == '_b' else 'causal' for suffix in suffixes], activation='silu')
         args = []
         # inference: the kernel takes the parameters as they are (A_log, D and the dt bias in the model's dtype)
@@ -265,9 +294,12 @@ class MambaMixer(nn.Module):
         # construction, so those functions' checks (host time on every call of the hot path) are skipped; both
         # directions in one launch
         gaps = list(gap_steps[:len(suffixes)]) if in_kernel else None
-        out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], [z] * len(suffixes),
+        merged = self._mergeable()
+        out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], list(zs),
                                gap_steps is None or in_kernel, self.discretization,
-                               [suffix == '_b' for suffix in suffixes], gap=gaps, a_log=direct)
+                               [suffix == '_b' for suffix in suffixes], gap=gaps, a_log=direct, merged=merged)
+        if merged:  # (directions, batch, d_inner, L) laid out as (batch, L, directions, d_inner)
+            return out.permute(1, 3, 0, 2).reshape(xz.shape)
         if self.bidirectional:
             y = torch.lerp(out[0], out[1], 0.5) if self.divide_out else out[0] + out[1]  # the mean in one kernel
         else:

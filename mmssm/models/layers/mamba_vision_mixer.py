@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from mmssm.ops.causal_conv1d import channel_contiguous, conv1d_channels_last
+from mmssm.ops.eager import split_channels
 from mmssm.ops.selective_scan import METHODS, selective_scan
 from mmssm.ops.selective_scan.compiled import kernel_direct
 from mmssm.ops.selective_scan.compiled import scan as compiled_scan
@@ -91,7 +92,8 @@ class MambaVisionMixer(SplitConvMixer):
             return super().forward(hidden_states)  # (which also reports a bad shape)
         xz = channel_contiguous(self.in_proj(hidden_states))  # (batch, L, d_inner)
         half = self.d_inner // 2
-        x, z = conv1d_channels_last([xz[..., :half], xz[..., half:]], [self.conv1d_x.weight, self.conv1d_z.weight],
+        x, z = conv1d_channels_last(list(split_channels(xz, (half, half))),
+                                    [self.conv1d_x.weight, self.conv1d_z.weight],
                                     [self.conv1d_x.bias, self.conv1d_z.bias], ['same', 'same'],
                                     activation='silu').unbind(0)
         y = self.ssm(x.transpose(1, 2), backend='triton')  # the strided scan (auto might pick the CUDA extension)

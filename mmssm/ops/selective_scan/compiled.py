@@ -34,9 +34,12 @@ def _stacked(tensors: list) -> Tensor:
     return torch.stack(tensors)
 
 
-def _rows_like(u: Tensor, directions: int, dtype=None) -> Tensor:
-    """An empty (directions, batch, dim, L) tensor in u's layout, as the backends allocate their outputs."""
-    from .triton_scan import channels_last, new_rows
+def _rows_like(u: Tensor, directions: int, dtype=None, merged=False) -> Tensor:
+    """An empty (directions, batch, dim, L) tensor in u's layout (or, ``merged``, triton_scan.merged_rows'), as
+    the backends allocate their outputs."""
+    from .triton_scan import channels_last, merged_rows, new_rows
+    if merged:
+        return merged_rows(directions, *u.shape, device=u.device, dtype=dtype or u.dtype)
     return new_rows(directions, *u.shape, channels_last(u), device=u.device, dtype=dtype or u.dtype)
 
 
@@ -47,8 +50,12 @@ def _saved_shape(backend, u, A, save):
 
 def _scan_fwd(u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Tensor], C: list[Tensor],
               D: list[Tensor], delta_bias: list[Tensor], z: list[Tensor], softplus: bool, method: str,
-              reverse: list[bool], backend: str, save: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """(out (dirs, batch, dim, L), last state (dirs, batch, dim, N) float32, saved for the backward)."""
+              reverse: list[bool], backend: str, save: bool, merged: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(out (dirs, batch, dim, L), last state (dirs, batch, dim, N) float32, saved for the backward). ``merged``
+    (Triton): out in triton_scan.merged_rows' layout."""
+    if merged:
+        return backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save,
+                                               stacked=True, merged=True)
     outs, lasts, saved = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
                                                    reverse, save)
     return _stacked(outs), _stacked(lasts), _stacked(saved)
@@ -58,11 +65,11 @@ selective_scan_fwd = torch.library.custom_op('mmssm::selective_scan_fwd', _scan_
 
 
 @selective_scan_fwd.register_fake
-def _(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, save):
+def _(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, save, merged):
     directions = len(u)
     state = A[0].shape[1]
     batch, dim, _ = u[0].shape
-    out = _rows_like(u[0], directions)
+    out = _rows_like(u[0], directions, merged=merged)
     last = u[0].new_empty((directions, batch, dim, state), dtype=torch.float32)
     saved = u[0].new_empty((directions,) + tuple(_saved_shape(backend, u[0], A[0], save)), dtype=torch.float32)
     return out, last, saved
@@ -96,7 +103,7 @@ def _(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, back
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend, save = inputs
+    u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend = inputs[:12]
     ctx.directions, ctx.has_z = len(u), len(z) > 0
     ctx.options = (softplus, method, reverse, backend)
     ctx.save_for_backward(*u, *delta, *A, *B, *C, *D, *delta_bias, *z, output[2])
@@ -122,7 +129,7 @@ def _grads(ctx, dout, dlast, bwd=selective_scan_bwd):
 
 
 def _backward(ctx, dout, dlast, dsaved):
-    return (*_grads(ctx, dout, dlast), None, None, None, None, None)
+    return (*_grads(ctx, dout, dlast), None, None, None, None, None, None)
 
 
 torch.library.register_autograd('mmssm::selective_scan_fwd', _backward, setup_context=_setup_context)
@@ -134,9 +141,9 @@ class _EagerScan(torch.autograd.Function):
     direction, list after list."""
 
     @staticmethod
-    def forward(ctx, options, directions, has_z, *tensors):
+    def forward(ctx, options, directions, has_z, merged, *tensors):
         lists = [list(tensors[i * directions:(i + 1) * directions]) for i in range(8 if has_z else 7)]
-        inputs = (*lists[:7], lists[7] if has_z else [], *options, True)
+        inputs = (*lists[:7], lists[7] if has_z else [], *options, True, merged)
         out, last, saved = _scan_fwd(*inputs)
         _setup_context(ctx, inputs, (out, last, saved))
         ctx.set_materialize_grads(False)  # no zeros for an unused last state: the backward takes None
@@ -148,7 +155,7 @@ class _EagerScan(torch.autograd.Function):
         if dout is None:
             shape, stride, dtype, device = ctx.out_layout
             dout = torch.empty_strided(shape, stride, dtype=dtype, device=device).zero_()
-        return None, None, None, *[g for grads in _grads(ctx, dout, dlast, _scan_bwd) for g in grads]
+        return None, None, None, None, *[g for grads in _grads(ctx, dout, dlast, _scan_bwd) for g in grads]
 
 
 def kernel_direct(backend, tensors) -> bool:
@@ -157,12 +164,16 @@ def kernel_direct(backend, tensors) -> bool:
     return backend == 'triton' and direct_call(tensors)
 
 
-def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None, a_log=False):
+def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, gap=None, a_log=False,
+         merged=False):
     """One or two directions through the custom op; every argument but the flags is a list, z possibly empty.
     ``gap``: a list of (batch, L) counts of pruned steps (token pruning, zoh), and ``a_log``: A holds a model's
     A_log parameters, with A, D, delta_bias in any float dtype (nothing computed from them on the host); both
-    only where :func:`kernel_direct` says so (elsewhere gap_form turns the gaps into plain scan inputs). Returns
-    (out, last_state), each stacked over directions."""
+    only where :func:`kernel_direct` says so (elsewhere gap_form turns the gaps into plain scan inputs).
+    ``merged`` (Triton): out in triton_scan.merged_rows' layout, the directions side by side in each token's row.
+    Returns (out, last_state), each stacked over directions."""
+    if merged and backend != 'triton':
+        raise ValueError(f"scan: merged outputs are a layout of the Triton backend, got backend {backend!r}.")
     tensors = [t for group in (u, delta, A, B, C, D, delta_bias, z) for t in group]
     if (gap is not None or a_log) and not kernel_direct(backend, tensors):
         option = 'gap' if gap is not None else 'a_log'
@@ -172,14 +183,15 @@ def scan(backend, u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse
     if route == 'direct':  # inference: the backend without the op's wrappers
         if backend == 'triton':  # its (directions, ...) outputs as they are
             out, last, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
-                                                           reverse, False, gap=gap, stacked=True, a_log=a_log)
+                                                           reverse, False, gap=gap, stacked=True, a_log=a_log,
+                                                           merged=merged)
             return out, last
         outs, lasts, _ = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
                                                          reverse, False)
         return _stacked(outs), _stacked(lasts)
     if route == 'function':  # eager training: the op's autograd without the op
-        return _EagerScan.apply((softplus, method, reverse, backend), len(u), len(z) > 0, *tensors)
+        return _EagerScan.apply((softplus, method, reverse, backend), len(u), len(z) > 0, merged, *tensors)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, backend,
-                                      needs_grad)
+                                      needs_grad, merged)
     return out, last

@@ -309,8 +309,8 @@ if triton is not None:
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
             start_ptr, local_ptr, prod_ptr, gap_ptr,
-            u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, reverse0, reverse1,
-            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, bc_sb, bc_sg, bc_sn, bc_sl, a_sd, a_sn,
+            u_off, delta_off, z_off, A_off, B_off, C_off, D_off, bias_off, out_off, reverse0, reverse1,
+            x_sb, x_sd, x_sl, z_sb, z_sd, z_sl, o_sb, o_sd, o_sl, bc_sb, bc_sg, bc_sn, bc_sl, a_sd, a_sn,
             batch_size, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -340,12 +340,12 @@ if triton is not None:
         states = tl.arange(0, N_PAD)
         state_mask = states < N
         rows = batch * dim + channels
-        seq = batch * x_sb + channels * x_sd  # u, delta and out share a layout (x_s*: batch, channel, time)
+        seq = batch * x_sb + channels * x_sd  # u and delta share a layout (x_s*: batch, channel, time); out o_s*
         u_rows = u_ptr + direction * u_off + seq
         delta_rows = delta_ptr + direction * delta_off + seq
         z_rows = z_ptr + direction * z_off + batch * z_sb + channels * z_sd
         gap_row = gap_ptr + (direction * batch_size + batch) * length
-        out_rows = out_ptr + direction * rows_total * length + seq
+        out_rows = out_ptr + direction * out_off + batch * o_sb + channels * o_sd
         bc_row = batch * bc_sb + group * bc_sg + states * bc_sn
         B_states = B_ptr + direction * B_off + bc_row
         C_states = C_ptr + direction * C_off + bc_row
@@ -420,7 +420,7 @@ if triton is not None:
                 y = tl.sum(h * Ct[:, None], axis=0) + D * u0
                 if HAS_Z:
                     y = y * zv * tl.sigmoid(zv)
-                tl.store(out_rows + pos * x_sl, y.to(out_ptr.dtype.element_ty))
+                tl.store(out_rows + pos * o_sl, y.to(out_ptr.dtype.element_ty))
                 if SAVE:
                     index = t // CKPT_L
                     if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
@@ -813,8 +813,15 @@ def _check(u, B):
         raise RuntimeError(f'the triton selective-scan backend runs on CUDA tensors, got {u[0].device}')
 
 
+def merged_rows(directions: int, batch: int, dim: int, length: int, **kwargs) -> torch.Tensor:
+    """An empty (directions, batch, dim, L) tensor laid out as (batch, L, directions, dim): the directions' outputs
+    side by side in each token's row, so that one matmul over ``directions * dim`` inputs merges and projects them
+    (``out.permute(1, 3, 0, 2).reshape(batch, L, -1)`` is a view)."""
+    return torch.empty((batch, length, directions, dim), **kwargs).permute(2, 0, 3, 1)
+
+
 def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save_for_backward, gap=None,
-            stacked=False, a_log=False):
+            stacked=False, a_log=False, merged=False):
     """One or two directions of the scan (lists, one entry per direction; z an empty list for no gate).
 
     u, delta, z: (batch, dim, L), one dtype; B, C: (batch, G, N, L); A (dim, N), D and delta_bias (dim,) float32.
@@ -824,7 +831,8 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     of pruned steps before each step (see the kernel; zoh, and no backward: the autograd path uses gap_form).
     ``stacked``: return the (directions, ...) tensors instead of lists (the direct inference call). ``a_log``: A
     holds log(-A) (a model's A_log parameter); with it, A, D and delta_bias may have any float dtype (the direct
-    inference call passes a model's parameters as they are; no backward).
+    inference call passes a model's parameters as they are; no backward). ``merged``: the outputs in
+    :func:`merged_rows`' layout instead of u's.
     """
     _check(u, B)
     if gap is not None and (method != 'zoh' or save_for_backward):
@@ -836,7 +844,10 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     batch, dim, length = u[0].shape
     groups, state = B[0].shape[1], A[0].shape[1]
     method_index, k = _method_constants(method)
-    out = new_rows(directions, batch, dim, length, cl, device=u[0].device, dtype=u[0].dtype)
+    if merged:
+        out = merged_rows(directions, batch, dim, length, device=u[0].device, dtype=u[0].dtype)
+    else:
+        out = new_rows(directions, batch, dim, length, cl, device=u[0].device, dtype=u[0].dtype)
     last = torch.empty((directions, batch, dim, state), device=u[0].device, dtype=torch.float32)
     n_ckpt = checkpoint_count(length) if save_for_backward else 0
     ckpt = torch.empty((directions, batch, dim, n_ckpt, state), device=u[0].device, dtype=torch.float32)
@@ -846,7 +857,8 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     common = dict(N=state, N_PAD=n_pad, CKPT_L=CHECKPOINT_L, METHOD=method_index, K=k, HAS_Z=has_z,
                   SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
-               _offset(D), _offset(delta_bias), int(reverse[0]), int(reverse[-1]), *_strides(u, z, B), *A[0].stride())
+               _offset(D), _offset(delta_bias), out.stride(0), int(reverse[0]), int(reverse[-1]), *u[0].stride(),
+               *(z_first.stride()), *out.stride()[1:], *B[0].stride(), *A[0].stride())
     per_group = dim // groups
     chunk_len = forward_chunk_length(batch, dim, directions, length)
     args = (u[0], delta[0], z_first, A[0], B[0], C[0], D[0], delta_bias[0], out, last, ckpt)

@@ -153,7 +153,7 @@ def check_opcheck():
     lists = [[t] for t in _compiled_arguments(*[inputs[k] for k in ARGS], 'triton')]
     lists = [[t.requires_grad_() for t in group] for group in lists]
     z = [inputs['z'].requires_grad_()]
-    arguments = (*lists, z, True, 'bilinear', [False], 'triton', True)
+    arguments = (*lists, z, True, 'bilinear', [False], 'triton', True, False)
     torch.library.opcheck(selective_scan_fwd, arguments,
                           test_utils=('test_schema', 'test_faketensor', 'test_autograd_registration'))
     out, last, saved = selective_scan_fwd(*arguments)
@@ -164,12 +164,40 @@ def check_opcheck():
     _, per_direction, z = strided_inputs(1, 4, 6, 3, rank=2, seed=5)
     lists = [[per_direction[d][i].detach() for d in (0, 1)] for i in range(7)]
     z = z.detach()
-    torch.library.opcheck(selective_scan_fwd, (*lists, [z, z], True, 'zoh', [False, True], 'triton', True),
+    torch.library.opcheck(selective_scan_fwd, (*lists, [z, z], True, 'zoh', [False, True], 'triton', True, False),
                           test_utils=('test_schema', 'test_faketensor'))
-    out, last, saved = selective_scan_fwd(*lists, [z, z], True, 'zoh', [False, True], 'triton', True)
+    out, last, saved = selective_scan_fwd(*lists, [z, z], True, 'zoh', [False, True], 'triton', True, False)
     torch.library.opcheck(selective_scan_bwd, (torch.ones_like(out), *lists, [z, z], True, 'zoh', [False, True],
                                                'triton', saved, None), test_utils=('test_schema', 'test_faketensor'))
     print('ok opcheck', flush=True)
+
+
+def check_merged():
+    """merged=True: the two directions' outputs side by side in each token's row ((batch, L, 2, dim)), equal to
+    the plain layout's, forward (whole-sequence and chunk-parallel) and every gradient (the backward reads dout in
+    that layout); the custom op's fake implementation gives the same strides."""
+    from mmssm.ops.selective_scan import triton_scan
+    _, per_direction, z = strided_inputs(2, 4, 45, 3, rank=2, seed=6)
+    lists = [[per_direction[d][i] for d in (0, 1)] for i in range(7)]
+    options = ([z, z], True, 'zoh', [False, True])
+    for chunk in (None, 32):  # (32 + 13 steps)
+        triton_scan.FWD_CHUNK_L = chunk
+        plain, _ = scan('triton', *lists, *options)
+        merged, _ = scan('triton', *lists, *options, merged=True)
+        batch, dim, length = plain.shape[1:]
+        assert merged.permute(1, 3, 0, 2).is_contiguous() and merged.shape == plain.shape, merged.stride()
+        assert_close(f'merged chunk={chunk}', plain, merged, atol=0)
+        leaves = [t for group in lists for t in group] + [z]
+        weight = torch.randn(batch, length, 2, dim, device=DEVICE)
+        grads = torch.autograd.grad((merged.permute(1, 3, 0, 2) * weight).sum(), leaves)
+        grads_ref = torch.autograd.grad((plain.permute(1, 3, 0, 2) * weight).sum(), leaves)
+        for index, (a, b) in enumerate(zip(grads, grads_ref)):
+            assert_close(f'merged chunk={chunk} grad {index}', b, a, atol=1e-6 * b.abs().max().item())
+    triton_scan.FWD_CHUNK_L = None
+    detached = [[t.detach() for t in group] for group in lists]
+    torch.library.opcheck(selective_scan_fwd, (*detached, [z.detach()] * 2, *options[1:], 'triton', True, True),
+                          test_utils=('test_schema', 'test_faketensor'))
+    print('ok merged outputs', flush=True)
 
 
 def check_gaps():
@@ -226,6 +254,7 @@ if __name__ == '__main__':
     part = sys.argv[1] if len(sys.argv) > 1 else 'all'
     if part in ('plumbing', 'all'):
         check_opcheck()
+        check_merged()
         check_softplus_tail('zoh', -30.0)
         check_softplus_tail('foh', -5.0)
         check_softplus_tail('foh', -5.0, through_op=True)
