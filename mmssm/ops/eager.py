@@ -24,22 +24,23 @@ def direct_call(tensors) -> bool:
     return op_route(tensors) == 'direct'
 
 
-class _SplitChannels(torch.autograd.Function):
-    """See :func:`split_channels`."""
+class _Parts(torch.autograd.Function):
+    """See :func:`split_channels` and :func:`unbind_parts`."""
 
     @staticmethod
     def forward(ctx, x, sizes, copies):
         ctx.sizes, ctx.copies = sizes, copies
         ctx.set_materialize_grads(False)
-        parts = x.split(sizes, dim=-1)
+        parts = _parts(x, sizes)
         return tuple(part.view(part.shape) for part in parts for _ in range(copies))
 
     @staticmethod
     def backward(ctx, *grads):
         sizes, copies = ctx.sizes, ctx.copies
         given = next(g for g in grads if g is not None)
-        out = given.new_empty(given.shape[:-1] + (sum(sizes),))
-        for index, target in enumerate(out.split(sizes, dim=-1)):
+        shape = given.shape[:-1] + (sum(sizes),) if sizes else (len(grads) // copies,) + given.shape
+        out = given.new_empty(shape)
+        for index, target in enumerate(_parts(out, sizes)):
             part = [g for g in grads[index * copies:(index + 1) * copies] if g is not None]
             if not part:
                 target.zero_()
@@ -52,6 +53,10 @@ class _SplitChannels(torch.autograd.Function):
         return out, None, None
 
 
+def _parts(x, sizes):
+    return x.split(sizes, dim=-1) if sizes else x.unbind(0)
+
+
 def split_channels(x: torch.Tensor, sizes: tuple, copies: int = 1) -> tuple:
     """``x.split(sizes, dim=-1)`` with each part returned ``copies`` times (one per consumer), for eager training:
     the backward writes each part's summed gradient into one buffer, in one add or copy a part. Autograd's own
@@ -60,7 +65,15 @@ def split_channels(x: torch.Tensor, sizes: tuple, copies: int = 1) -> tuple:
     ``x``, or compiling, where the compiler fuses these) the plain views, as :func:`op_route` says."""
     if op_route((x,)) != 'function':
         return tuple(part for part in x.split(sizes, dim=-1) for _ in range(copies))
-    return _SplitChannels.apply(x, tuple(sizes), copies)
+    return _Parts.apply(x, tuple(sizes), copies)
+
+
+def unbind_parts(x: torch.Tensor, copies: int = 1) -> tuple:
+    """``x.unbind(0)`` with each part returned ``copies`` times, as :func:`split_channels`: the backward adds each
+    part's gradients straight into its slice of one buffer (autograd would add them, then stack the sums)."""
+    if op_route((x,)) != 'function':
+        return tuple(part for part in x.unbind(0) for _ in range(copies))
+    return _Parts.apply(x, (), copies)
 
 
 def cdiv(a: int, b: int) -> int:

@@ -64,7 +64,7 @@ def test_split_channels_gradient_equals_autograds_split():
         parts = split_channels(x, sizes, copies)
         plain = [p for p in x.split(sizes, dim=-1) for _ in range(copies)]
         assert len(parts) == len(plain) == 2 * copies
-        assert type(parts[0].grad_fn).__name__ == '_SplitChannelsBackward'
+        assert type(parts[0].grad_fn).__name__ == '_PartsBackward'
         for a, b in zip(parts, plain):
             assert torch.equal(a, b) and a.data_ptr() == b.data_ptr()  # views, no copy
         weights = [torch.randn(p.shape) for p in parts]
@@ -79,4 +79,18 @@ def test_split_channels_gradient_equals_autograds_split():
     with torch.no_grad():
         assert split_channels(x, sizes, 2)[0].grad_fn is None
     with Watching():
-        assert type(split_channels(x, sizes)[0].grad_fn).__name__ != '_SplitChannelsBackward'
+        assert type(split_channels(x, sizes)[0].grad_fn).__name__ != '_PartsBackward'
+
+
+def test_unbind_parts_gradient_equals_autograds_unbind():
+    from mmssm.ops.eager import unbind_parts
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    parts = unbind_parts(x, 2)
+    assert len(parts) == 4 and type(parts[0].grad_fn).__name__ == '_PartsBackward'
+    plain = [p for p in x.unbind(0) for _ in range(2)]
+    weights = [torch.randn(3, 4) for _ in parts]
+    for used in ([0, 1, 2, 3], [0, 3], [1]):  # the second part's gradient zero in the last case
+        grad, = torch.autograd.grad(sum((parts[i] * weights[i]).sum() for i in used), x, retain_graph=True)
+        grad_ref, = torch.autograd.grad(sum((plain[i] * weights[i]).sum() for i in used), x, retain_graph=True)
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-6)

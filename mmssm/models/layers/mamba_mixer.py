@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmssm.ops.causal_conv1d import causal_conv1d, channel_contiguous, channels_last_available, conv1d_channels_last
-from mmssm.ops.eager import split_channels
+from mmssm.ops.eager import split_channels, unbind_parts
 from mmssm.ops.selective_scan import (
     METHODS,
     _compiled_arguments,
@@ -273,8 +273,10 @@ class MambaMixer(nn.Module):
         direct = kernel_direct('triton', itertools.chain((xz,), self.parameters())) and all(
             getattr(self, f'dt_proj{suffix}').bias is not None for suffix in suffixes)
         in_kernel = gap_steps is not None and direct
-        for index, (u, suffix) in enumerate(zip(us.unbind(0), suffixes)):
-            dt, B, C = getattr(self, f'x_proj{suffix}')(u).split([rank, state, state], dim=-1)
+        parts = unbind_parts(us, 2)  # each direction's u for x_proj and for the scan
+        for index, suffix in enumerate(suffixes):
+            u = parts[2 * index + 1]
+            dt, B, C = split_channels(getattr(self, f'x_proj{suffix}')(parts[2 * index]), (rank, state, state))
             dt_proj = getattr(self, f'dt_proj{suffix}')
             delta = F.linear(dt, dt_proj.weight).to(u.dtype).transpose(1, 2)  # (batch, d_inner, L) view
             B, C, delta_bias = B.transpose(1, 2), C.transpose(1, 2), dt_proj.bias
