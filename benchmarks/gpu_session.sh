@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune (default: all but the last twenty-three, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab (default: all but the last twenty-four, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -121,6 +121,13 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                 --variants default CHECKPOINT_L=16 CHECKPOINT_L=8 CHECKPOINT_L=4 ;;  # the backward's scratch in L2?
     hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton && \
                 python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
+    ab) for tree in ${BASE_TREE:-} .; do  # Vim-T/S inference and training on a base tree (an unpacked `git archive
+          # REV mmssm benchmarks configs tools tests`, named by BASE_TREE) and on this one, same machine, same call
+          [ -d "$tree" ] || continue
+          name=ab_$( [ "$tree" = . ] && echo head || echo base )
+          run $name 170 bash -c "cd $tree && PYTHONPATH=\$PWD python benchmarks/vim_gpu.py --models vim_t_triton,vim_s_triton \
+            --sizes 224:128 --max-seconds 2 --train-models vim_t_triton,vim_s_triton --json $OUT/$name.json"
+        done ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
     *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune)"

@@ -103,7 +103,7 @@ class MambaVisionMixer(SplitConvMixer):
         """The selective scan of the x half, (batch, d_inner / 2, L) -> same shape (and layout, on Triton), on
         ``backend`` (default: the mixer's ``scan_backend``)."""
         x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2N)
-        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt, B, C = split_channels(x_dbl, (self.dt_rank, self.d_state, self.d_state))
         delta = self.dt_proj(dt).transpose(1, 2)  # with its bias, as the official code (and delta_bias below)
         backend = backend or self.scan_backend
         if kernel_direct(backend, itertools.chain((x,), self.parameters())):
