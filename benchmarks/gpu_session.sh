@@ -121,12 +121,12 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                 --variants default CHECKPOINT_L=16 CHECKPOINT_L=8 CHECKPOINT_L=4 ;;  # the backward's scratch in L2?
     hostcost) run hostcost 150 bash -c 'python benchmarks/launch_overhead.py --models vim_t_triton && \
                 python benchmarks/profile_vim.py --models vim_t_triton --batch 1 --passes 50 --host --top 40' ;;
-    ab) for tree in ${BASE_TREE:-} .; do  # Vim-T/S inference and training on a base tree (an unpacked `git archive
+    ab) for tree in ${BASE_TREE:-} .; do  # Vim-T inference and training on a base tree (an unpacked `git archive
           # REV mmssm benchmarks configs tools tests`, named by BASE_TREE) and on this one, same machine, same call
           [ -d "$tree" ] || continue
           name=ab_$( [ "$tree" = . ] && echo head || echo base )
-          run $name 170 bash -c "cd $tree && PYTHONPATH=\$PWD python benchmarks/vim_gpu.py --models vim_t_triton,vim_s_triton \
-            --sizes 224:128 --max-seconds 2 --train-models vim_t_triton,vim_s_triton --json $OUT/$name.json"
+          run $name 170 bash -c "cd $tree && PYTHONPATH=\$PWD python benchmarks/vim_gpu.py --models vim_t_triton \
+            --sizes 224:128 --max-seconds 2 --train-models vim_t_triton --json $OUT/$name.json"
         done ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;

@@ -92,11 +92,12 @@ if triton is not None:
         return tl.where(x > 20.0, x, tl.where(e < 0.03125, series, corrected))
 
     @triton.jit
-    def _exp_phis(x, COUNT: tl.constexpr):
-        """exp(x), phi_1(x) .. phi_5(x) (those above COUNT are zero), as discretize._exp_and_phis."""
+    def _exp_phis(x, inverse, COUNT: tl.constexpr):
+        """exp(x), phi_1(x) .. phi_5(x) (those above COUNT are zero), as discretize._exp_and_phis. ``inverse``: 1 / x
+        (read where |x| >= 1 only), which the kernels form as (1 / A)(1 / dt): one division per channel and step
+        instead of one per state."""
         small = tl.abs(x) < 1.0
         xs = tl.minimum(tl.maximum(x, -1.0), 1.0)
-        inverse = 1.0 / tl.where(small, -2.0, x)
         e = tl.exp(x)
         # Taylor series of phi_COUNT by Horner: sum_j xs^j / (j + COUNT)!
         coefficient = 1.0
@@ -134,8 +135,9 @@ if triton is not None:
                 tl.where(small, t4, c4), tl.where(small, t5, c5))
 
     @triton.jit
-    def _discretize(x, METHOD: tl.constexpr, DERIV: tl.constexpr):
-        """A_bar, W_0..W_3 and (with DERIV) their derivatives in x, for METHODS[METHOD]; unused weights are 0."""
+    def _discretize(x, inverse, METHOD: tl.constexpr, DERIV: tl.constexpr):
+        """A_bar, W_0..W_3 and (with DERIV) their derivatives in x, for METHODS[METHOD]; unused weights are 0.
+        ``inverse``: 1 / x, for the exponential integrators (see _exp_phis)."""
         zero = x * 0.0
         a_bar = zero
         a_bar_p = zero
@@ -179,7 +181,7 @@ if triton is not None:
         else:  # the exponential integrators: moments mu_k = k! phi_{k+1}
             DEGREE: tl.constexpr = 1 if METHOD == 1 else (2 if METHOD == 3 else 3)
             COUNT: tl.constexpr = DEGREE + 2 if DERIV else DEGREE + 1
-            e, p1, p2, p3, p4, p5 = _exp_phis(x, COUNT)
+            e, p1, p2, p3, p4, p5 = _exp_phis(x, inverse, COUNT)
             a_bar = e
             a_bar_p = e
             m0 = p1
@@ -357,6 +359,7 @@ if triton is not None:
         if A_LOG:
             A = -tl.exp(A)
         A2 = A * LOG2E  # exp(x) = exp2(x log2(e)): the zoh loop multiplies once per state
+        A_inv = 1.0 / tl.where(A == 0.0, 1.0, A)  # (the phi functions' 1 / x; padded states: x = 0, never read)
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
         h = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
@@ -409,9 +412,11 @@ if triton is not None:
                 h = a_bar * h + (u0 * dt)[None, :] * B0[:, None]
             else:
                 x = A * dt[None, :]
+                dt_inv = 1.0 / dt
                 if GAP:
                     x = x * scale
-                a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(x, METHOD, False)
+                    dt_inv = dt_inv / scale
+                a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(x, A_inv * dt_inv[None, :], METHOD, False)
                 forcing = _tap_sum(w0, w1, w2, w3, u0, u1, u2, u3, B0, B1, B2, B3, K, True)
                 h = a_bar * h + forcing * dt[None, :]
             if PHASE == 1:
@@ -510,6 +515,7 @@ if triton is not None:
         A = tl.load(A_ptr + direction * A_off + channels[:, None] * a_sd + states[None, :] * a_sn, mask=mask2,
                     other=0.0).to(tl.float32)
         A2 = A * LOG2E  # (zoh, as the forward's)
+        A_inv = 1.0 / tl.where(A == 0.0, 1.0, A)  # (as the forward's)
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
         n_chunks = tl.cdiv(length, CKPT_L)
@@ -540,7 +546,9 @@ if triton is not None:
                 if METHOD == 0:
                     a_bar = tl.exp2(A2 * dt[:, None])
                 else:
-                    a_bar, _w0, _w1, _w2, _w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
+                    a_bar, _w0, _w1, _w2, _w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None],
+                                                                                A_inv * (1.0 / dt)[:, None], METHOD,
+                                                                                False)
                 dy = dout
                 if HAS_Z:
                     dy = dout * zv * tl.sigmoid(zv)
@@ -600,7 +608,9 @@ if triton is not None:
                 if METHOD == 0:  # zoh: as the forward's
                     h = tl.exp2(A2 * dt[:, None]) * h + (u0 * dt)[:, None] * B0[None, :]
                 else:
-                    a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None], METHOD, False)
+                    a_bar, w0, w1, w2, w3, _a, _b, _c, _d, _e = _discretize(A * dt[:, None],
+                                                                            A_inv * (1.0 / dt)[:, None], METHOD,
+                                                                            False)
                     forcing = _tap_sum(w0, w1, w2, w3, u0, u1, u2, u3, B0, B1, B2, B3, K, False)
                     h = a_bar * h + forcing * dt[:, None]
                 tl.store(scratch + (t - t0) * (BLOCK_D * N_PAD), h)
@@ -637,7 +647,8 @@ if triton is not None:
                 if METHOD == 0:  # zoh: w0 = 1 and no slope of the weights (nothing multiplied by 0 or 1)
                     a_bar = tl.exp2(A2 * dt[:, None])
                 else:
-                    a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(A * dt[:, None], METHOD, True)
+                    a_bar, w0, w1, w2, w3, a_bar_p, w0p, w1p, w2p, w3p = _discretize(
+                        A * dt[:, None], A_inv * (1.0 / dt)[:, None], METHOD, True)
                 if HAS_Z:
                     y = tl.sum(h_t * Ct[None, :], axis=1) + D * u0
                     sig = tl.sigmoid(zv)
