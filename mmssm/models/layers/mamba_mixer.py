@@ -220,10 +220,12 @@ class MambaMixer(nn.Module):
 
     def _merged_weight(self) -> torch.Tensor:
         """out_proj's weight for both directions' outputs side by side, [W, W] (halved with divide_out): one matmul
-        sums (averages) and projects them, in place of a merge kernel and a matmul. Kept between inference calls
-        while the weight is unchanged (its version counter); recomputed when a gradient flows to it."""
+        sums (averages) and projects them, in place of a merge kernel and a matmul. Kept between eager inference
+        calls while the weight is unchanged (its version counter); recomputed when a gradient flows to it, when
+        compiling, and inside a CUDA graph capture (so that a replay reads the weight as it is then)."""
         weight = self.out_proj.weight
-        if torch.is_grad_enabled() and weight.requires_grad:
+        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling() \
+                or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
             merged = torch.cat([weight, weight], dim=1)
             return merged * 0.5 if self.divide_out else merged
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, self.divide_out)

@@ -233,6 +233,24 @@ def check_transposed_projection(device):
     print('ok transposed in_proj output', flush=True)
 
 
+def check_compiled(device):
+    """torch.compile(fullgraph=True) of the channels-last mixer (aot_eager: the ops' fake implementations, the
+    merged output layout and out_proj's merged weight traced), output and gradients against the torch path, and
+    inference."""
+    torch.manual_seed(0)
+    fast = MambaMixer(8, d_state=4, scan_backend='triton').to(device)
+    ref = MambaMixer(8, d_state=4, scan_backend='torch').to(device)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 9, 8, device=device, requires_grad=True)
+    compiled = torch.compile(fast, fullgraph=True, backend='aot_eager')
+    y, y_ref = compiled(x), ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    assert_same_gradients('compiled', x, y, fast, y_ref, ref, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), y_ref, rtol=1e-4, atol=1e-5)
+    print('ok compiled', flush=True)
+
+
 if __name__ == '__main__':
     device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
     check_no_copies(device)
@@ -241,5 +259,6 @@ if __name__ == '__main__':
     check_conv(device)
     check_gaps(device)
     check_recompute(device)
+    check_compiled(device)
     for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False), ('zoh', None)):
         check_mixer(device, method, bidirectional)
