@@ -211,21 +211,23 @@ class MambaMixer(nn.Module):
             return F.linear(y, self._merged_weight(), self.out_proj.bias)
         return self.out_proj(y)
 
-    def _mergeable(self) -> bool:
-        """Whether out_proj may merge the two directions (a plain weight and no hooks: it is not called as a
-        module then)."""
+    def _mergeable(self, xz) -> bool:
+        """Whether out_proj merges the two directions: in inference (in training its input, saved for the weight
+        gradient, would be both directions' outputs: +0.4 GiB at Vim-T's batch 128, measured), with a plain
+        weight and no hooks (it is not called as a module then)."""
         out_proj = self.out_proj
         return self.bidirectional and type(out_proj) is nn.Linear and type(out_proj.weight) is nn.Parameter \
-            and not (out_proj._forward_hooks or out_proj._forward_pre_hooks)
+            and not (out_proj._forward_hooks or out_proj._forward_pre_hooks) \
+            and not (torch.is_grad_enabled() and (xz.requires_grad or out_proj.weight.requires_grad))
 
     def _merged_weight(self) -> torch.Tensor:
         """out_proj's weight for both directions' outputs side by side, [W, W] (halved with divide_out): one matmul
-        sums (averages) and projects them, in place of a merge kernel and a matmul. Kept between eager inference
-        calls while the weight is unchanged (its version counter); recomputed when a gradient flows to it, when
-        compiling, and inside a CUDA graph capture (so that a replay reads the weight as it is then)."""
+        sums (averages) and projects them, in place of a merge kernel and a matmul (inference, see
+        :meth:`_mergeable`). Kept between eager calls while the weight is unchanged (its version counter);
+        formed anew when compiling and inside a CUDA graph capture (so that a replay reads the weight as it is
+        then)."""
         weight = self.out_proj.weight
-        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling() \
-                or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
+        if torch.compiler.is_compiling() or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
             merged = torch.cat([weight, weight], dim=1)
             return merged * 0.5 if self.divide_out else merged
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, self.divide_out)
@@ -298,7 +300,7 @@ class MambaMixer(nn.Module):
         # construction, so those functions' checks (host time on every call of the hot path) are skipped; both
         # directions in one launch
         gaps = list(gap_steps[:len(suffixes)]) if in_kernel else None
-        merged = self._mergeable()
+        merged = self._mergeable(xz)
         out, _ = compiled_scan('triton', *[list(group) for group in zip(*args)], list(zs),
                                gap_steps is None or in_kernel, self.discretization,
                                [suffix == '_b' for suffix in suffixes], gap=gaps, a_log=direct, merged=merged)
