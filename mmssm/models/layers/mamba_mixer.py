@@ -212,8 +212,8 @@ class MambaMixer(nn.Module):
         return self.out_proj(y)
 
     def _mergeable(self, xz) -> bool:
-        """Whether out_proj merges the two directions: in inference (in training its input, saved for the weight
-        gradient, would be both directions' outputs: +0.4 GiB at Vim-T's batch 128, measured), with a plain
+        """Whether out_proj merges the two directions: in inference only (in training it would save both
+        directions' outputs for its weight gradient, twice the lerp's output: docs/benchmarks.md), with a plain
         weight and no hooks (it is not called as a module then)."""
         out_proj = self.out_proj
         return self.bidirectional and type(out_proj) is nn.Linear and type(out_proj.weight) is nn.Parameter \
