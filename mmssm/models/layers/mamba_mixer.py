@@ -227,15 +227,17 @@ class MambaMixer(nn.Module):
         formed anew when compiling and inside a CUDA graph capture (so that a replay reads the weight as it is
         then)."""
         weight = self.out_proj.weight
+
+        def merged():
+            both = torch.cat([weight, weight], dim=1)
+            return both * 0.5 if self.divide_out else both
+
         if torch.compiler.is_compiling() or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
-            merged = torch.cat([weight, weight], dim=1)
-            return merged * 0.5 if self.divide_out else merged
+            return merged()
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, self.divide_out)
         cached = self.__dict__.get('_merged_cache')
         if cached is None or cached[0] != key:
-            merged = torch.cat([weight, weight], dim=1)
-            cached = key, merged * 0.5 if self.divide_out else merged
-            self.__dict__['_merged_cache'] = cached
+            cached = self.__dict__['_merged_cache'] = key, merged()
         return cached[1]
 
     def _transposing_scan(self, xz, gap_steps, keep_mask, direction_gate):

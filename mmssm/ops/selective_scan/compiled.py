@@ -53,9 +53,9 @@ def _scan_fwd(u: list[Tensor], delta: list[Tensor], A: list[Tensor], B: list[Ten
               reverse: list[bool], backend: str, save: bool, merged: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(out (dirs, batch, dim, L), last state (dirs, batch, dim, N) float32, saved for the backward). ``merged``
     (Triton): out in triton_scan.merged_rows' layout."""
-    if merged:
+    if backend == 'triton':  # its (directions, ...) outputs as they are
         return backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save,
-                                               stacked=True, merged=True)
+                                               stacked=True, merged=merged)
     outs, lasts, saved = backend_module(backend).forward(u, delta, A, B, C, D, delta_bias, z, softplus, method,
                                                    reverse, save)
     return _stacked(outs), _stacked(lasts), _stacked(saved)
