@@ -310,6 +310,22 @@ __device__ __forceinline__ float get(const float4& v, int i) {
 // Position in memory of scan step s.
 __device__ __forceinline__ int position(int s, int length, int reverse) { return reverse ? length - 1 - s : s; }
 
+// One tensor's samples of a chunk, steps s0 .. s0 + T - 1 of `rows` sequences of length L from `first` (one row a
+// channel, or a state for B and C), spread over the block: element e = tid + it * kThreads is row e / T, step
+// e % T. Zero past the sequence end, past `rows` and for a null tensor. All of a chunk's tiles are loaded before
+// any is used (unrolled, so that the loads are in flight together). fp32: B / C given in float32.
+template <typename In, int T, int M>
+__device__ __forceinline__ void load_tile(float (&out)[M], const void* base, int64_t first, int rows, int s0, int L,
+                                          int reverse, int tid, int fp32 = 0) {
+#pragma unroll
+  for (int it = 0; it < M; ++it) {
+    const int e = tid + it * kThreads, r = e / T, s = s0 + e % T;
+    out[it] = (base && s < L && r < rows)
+                  ? load_bc<In>(base, first + static_cast<int64_t>(r) * L + position(s, L, reverse), fp32)
+                  : 0.f;
+  }
+}
+
 // Index of (segment, batch, channel, state) in the segment buffers, and of (segment, batch, channel, sample
 // segment start - 1 - j) in seam_du.
 __device__ __forceinline__ int64_t segment_index(const ScanParams& p, int segment, int b, int d, int n) {
@@ -393,32 +409,15 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks) scan_forward_kern
 
   for (int chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int s0 = chunk * T;
-    // all of the chunk's loads first (unrolled, so that they are in flight together), then softplus and the
-    // shared-memory stores
+    // the chunk's loads, then softplus and the shared-memory stores
     constexpr int E = CB * T / kThreads, EB = NS * T / kThreads;
     static_assert(E * kThreads == CB * T && EB * kThreads == NS * T, "tiles must split evenly over the threads");
     float ru[E], rd[E], rz[E], rb[EB], rc[EB];
-#pragma unroll
-    for (int it = 0; it < E; ++it) {
-      const int e = tid + it * kThreads, cc = e / T, s = s0 + e % T;
-      ru[it] = rd[it] = rz[it] = 0.f;
-      if (s < L && c0 + cc < per_group) {
-        const int64_t index = row0 + static_cast<int64_t>(cc) * L + position(s, L, reverse);
-        ru[it] = load<In>(q.u, index);
-        rd[it] = load<In>(q.delta, index);
-        if (PHASE != 1 && q.z) rz[it] = load<In>(q.z, index);
-      }
-    }
-#pragma unroll
-    for (int it = 0; it < EB; ++it) {
-      const int e = tid + it * kThreads, n = e / T, s = s0 + e % T;
-      rb[it] = rc[it] = 0.f;
-      if (s < L && n < N) {
-        const int64_t index = bc0 + static_cast<int64_t>(n) * L + position(s, L, reverse);
-        rb[it] = load_bc<In>(q.B, index, p.bc_fp32);
-        if (PHASE != 1) rc[it] = load_bc<In>(q.C, index, p.bc_fp32);
-      }
-    }
+    load_tile<In, T>(ru, q.u, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rd, q.delta, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rz, PHASE != 1 ? q.z : nullptr, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rb, q.B, bc0, N, s0, L, reverse, tid, p.bc_fp32);
+    load_tile<In, T>(rc, PHASE != 1 ? q.C : nullptr, bc0, N, s0, L, reverse, tid, p.bc_fp32);
     __syncthreads();  // the previous chunk is done with the tiles
 #pragma unroll
     for (int it = 0; it < E; ++it) {
@@ -629,33 +628,17 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks) scan_backward_ke
 
   for (int chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int s0 = chunk * T;
-    // all of the chunk's loads first (unrolled, so that they are in flight together), then the shared-memory
-    // stores; u and B with K samples of halo before the chunk, the earliest clamped to the first sample
+    // the chunk's loads, then the shared-memory stores; u and B with K samples of halo before the chunk, the
+    // earliest clamped to the first sample
     constexpr int E = CB * T / kThreads, EB = NS * T / kThreads;
     static_assert(E * kThreads == CB * T && EB * kThreads == NS * T, "tiles must split evenly over the threads");
     float ru[E], rd[E], rg[E], rz[E], rb[EB], rc[EB], halo_u = 0.f, halo_b = 0.f;
-#pragma unroll
-    for (int it = 0; it < E; ++it) {
-      const int e = tid + it * kThreads, cc = e / T, s = s0 + e % T;
-      ru[it] = rd[it] = rg[it] = rz[it] = 0.f;
-      if (s < L && c0 + cc < per_group) {
-        const int64_t index = row0 + static_cast<int64_t>(cc) * L + position(s, L, reverse);
-        ru[it] = load<In>(q.u, index);
-        rd[it] = load<In>(q.delta, index);
-        rg[it] = load<In>(q.dout, index);
-        if (has_z) rz[it] = load<In>(q.z, index);
-      }
-    }
-#pragma unroll
-    for (int it = 0; it < EB; ++it) {
-      const int e = tid + it * kThreads, nn = e / T, s = s0 + e % T;
-      rb[it] = rc[it] = 0.f;
-      if (s < L && nn < N) {
-        const int64_t index = bc0 + static_cast<int64_t>(nn) * L + position(s, L, reverse);
-        rb[it] = load_bc<In>(q.B, index, p.bc_fp32);
-        rc[it] = load_bc<In>(q.C, index, p.bc_fp32);
-      }
-    }
+    load_tile<In, T>(ru, q.u, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rd, q.delta, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rg, q.dout, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rz, q.z, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rb, q.B, bc0, N, s0, L, reverse, tid, p.bc_fp32);
+    load_tile<In, T>(rc, q.C, bc0, N, s0, L, reverse, tid, p.bc_fp32);
     if constexpr (K > 0) {
       static_assert(CB * K <= kThreads && NS * K <= kThreads, "one halo sample per thread");
       if (tid < CB * K) {  // u halo: channel tid / K, sample s0 - K + tid % K (clamped to 0; s0 - K < L always)
@@ -950,24 +933,10 @@ __global__ void __launch_bounds__(kThreads) scan_backward_local_kernel(const Sca
     constexpr int E = CB * T / kThreads, EB = NS * T / kThreads;
     static_assert(E * kThreads == CB * T && EB * kThreads == NS * T, "tiles must split evenly over the threads");
     float rd[E], rg[E], rz[E], rc[EB];
-#pragma unroll
-    for (int it = 0; it < E; ++it) {
-      const int e = tid + it * kThreads, cc = e / T, s = s0 + e % T;
-      rd[it] = rg[it] = rz[it] = 0.f;
-      if (s < L && c0 + cc < per_group) {
-        const int64_t index = row0 + static_cast<int64_t>(cc) * L + position(s, L, reverse);
-        rd[it] = load<In>(q.delta, index);
-        rg[it] = load<In>(q.dout, index);
-        if (has_z) rz[it] = load<In>(q.z, index);
-      }
-    }
-#pragma unroll
-    for (int it = 0; it < EB; ++it) {
-      const int e = tid + it * kThreads, nn = e / T, s = s0 + e % T;
-      rc[it] = 0.f;
-      if (s < L && nn < N) rc[it] = load_bc<In>(q.C, bc0 + static_cast<int64_t>(nn) * L + position(s, L, reverse),
-                                                p.bc_fp32);
-    }
+    load_tile<In, T>(rd, q.delta, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rg, q.dout, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rz, q.z, row0, per_group - c0, s0, L, reverse, tid);
+    load_tile<In, T>(rc, q.C, bc0, N, s0, L, reverse, tid, p.bc_fp32);
     __syncthreads();  // the previous chunk is done with the tiles
 #pragma unroll
     for (int it = 0; it < E; ++it) {
