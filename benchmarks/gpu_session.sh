@@ -126,7 +126,7 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
           [ -d "$tree" ] || continue
           name=ab_$( [ "$tree" = . ] && echo head || echo base )
           run $name 170 bash -c "cd $tree && PYTHONPATH=\$PWD:\$PYTHONPATH python benchmarks/vim_gpu.py --models vim_t_triton \
-            --sizes 224:128 --max-seconds 2 --train-models vim_t_triton --json $OUT/$name.json"
+            --sizes 224:128 --max-seconds ${AB_SECONDS:-2} --train-models vim_t_triton --json $OUT/$name.json"
         done ;;
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;

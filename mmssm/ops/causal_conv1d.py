@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .eager import cdiv, next_power_of_2, op_route
+from .launch import fast_launch
 
 try:  # optional fast path
     from causal_conv1d import causal_conv1d_fn as _causal_conv1d_cuda
@@ -126,6 +127,7 @@ if triton is not None:
             acc += tl.load(b_rows + channels, mask=channel_mask, other=0.0).to(tl.float32)[None, :]
         return acc
 
+    @fast_launch
     @triton.jit
     def _conv_cl_kernel(x_ptr, w_ptr, b_ptr, out_ptr, x_off, x_sb, x_sl, w_off, b_off, mode0, mode1, batch_size,
                         length, dim, K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
@@ -147,6 +149,7 @@ if triton is not None:
 
 if triton is not None:
 
+    @fast_launch
     @triton.jit
     def _conv_cl_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, gpre_ptr, part_ptr, x_off, x_sb, x_sl, w_off, b_off,
                             mode0, mode1, batch_size, length, dim, seg_len, K: tl.constexpr, K_PAD: tl.constexpr,
@@ -186,6 +189,7 @@ if triton is not None:
         tl.store(part_ptr + rows[:, None] * K_PAD + taps[None, :], sums,
                  mask=channel_mask[:, None] & (taps[None, :] <= K))
 
+    @fast_launch
     @triton.jit
     def _conv_cl_dx_kernel(gpre_ptr, w_ptr, dx_ptr, w_off, mode0, mode1, batch_size, length, dim,
                            K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):

@@ -11,6 +11,7 @@ import os
 import torch
 
 from .eager import cdiv, direct_call, next_power_of_2
+from .launch import fast_launch
 
 try:
     import triton
@@ -53,6 +54,7 @@ def add_norm_reference(hidden, residual, weight, bias, eps, is_rms, residual_in_
 
 if triton is not None:
 
+    @fast_launch
     @triton.jit
     def _add_norm_fwd_kernel(x_ptr, res_ptr, w_ptr, b_ptr, out_ptr, res_out_ptr, cols, eps,
                              HAS_RES: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, IS_RMS: tl.constexpr,
@@ -78,6 +80,7 @@ if triton is not None:
             y = y + tl.load(b_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + base, y.to(out_ptr.dtype.element_ty), mask=mask)
 
+    @fast_launch
     @triton.jit
     def _add_norm_bwd_kernel(res_out_ptr, w_ptr, dout_ptr, dres_out_ptr, dx_ptr, dres_ptr, dw_ptr, db_ptr,
                              rows, cols, eps, HAS_DRES_OUT: tl.constexpr, HAS_RES: tl.constexpr,

@@ -31,6 +31,7 @@ def compile_kernel(kernel, constants: dict, num_warps: int, arch: int = 90, ones
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    kernel = getattr(kernel, 'jit', kernel)  # the jit function under mmssm.ops.launch.fast_launch
     names = kernel.arg_names
     constants = {name: value for name, value in constants.items() if name in names}
     for param in kernel.params:  # the constexprs not given take their defaults

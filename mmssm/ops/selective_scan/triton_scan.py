@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
     triton = None
 
 from ..eager import cdiv, next_power_of_2
+from ..launch import fast_launch
 from .discretize import METHODS, NEIGHBOURS
 from .segments import split_length
 
@@ -307,6 +308,7 @@ if triton is not None:
             z = tl.load(z_rows + pos * z_sl).to(tl.float32)
         return raw, C, dout, z
 
+    @fast_launch
     @triton.jit(do_not_specialize=['a_sn'])
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
@@ -438,6 +440,7 @@ if triton is not None:
         elif chunk == n_chunks - 1:
             tl.store(last_ptr + (direction * rows_total + rows[None, :]) * N + states[:, None], h, mask=mask2)
 
+    @fast_launch
     @triton.jit
     def _scan_combine_kernel(start_ptr, local_ptr, prod_ptr, init_ptr, total, n_chunks, BLOCK: tl.constexpr,
                              REVERSE: tl.constexpr = False, HAS_INIT: tl.constexpr = False):
@@ -456,6 +459,7 @@ if triton is not None:
             h = tl.load(prod_ptr + entries * n_chunks + c, mask=mask, other=0.0) * h \
                 + tl.load(local_ptr + entries * n_chunks + c, mask=mask, other=0.0)
 
+    @fast_launch
     @triton.jit
     def _scan_bwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
