@@ -96,7 +96,7 @@ class FastLaunch:
                     values[position] = value
         device = _device()
         try:
-            key = (device, options) + tuple(v if c else _spec(v) for v, c in zip(values, self.constexpr))
+            key = (device, options) + tuple((v.__class__, v) if c else _spec(v) for v, c in zip(values, self.constexpr))
             kernel = self.kernels.get(key)
         except TypeError:  # an unhashable argument
             return self.jit[grid](*args, **kwargs)

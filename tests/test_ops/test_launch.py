@@ -50,7 +50,7 @@ def test_hit_passes_every_argument_in_order(fast):
     x, y = torch.zeros(32), torch.zeros(32)
     fast[(3,)](x, y, 32, BLOCK=16, num_warps=2)
     assert len(fast.jit.slow) == 1 and fast.misses == 1 and not fast.jit.fast
-    fast[(5, 2)](x, y, 48, BLOCK=16, num_warps=2)  # 48: same class as 32 (divisible by 16, int32)
+    fast[(5, 2)](x, y, 48, BLOCK=16, num_warps=2)  # 48: as 32 for Triton (divisible by 16, int32)
     assert fast.hits == 1 and len(fast.jit.slow) == 1
     grid_x, grid_y, grid_z, stream, function, metadata, launch_metadata, enter, exit_, *values = fast.jit.fast[0]
     assert (grid_x, grid_y, grid_z, stream, function, metadata) == (5, 2, 1, 1234, 'function', 'metadata')
@@ -85,6 +85,18 @@ def test_a_new_specialization_goes_through_triton(fast, change):
     assert fast.misses == 2 and fast.hits == 0 and len(fast.jit.slow) == 2
     fast[(1,)](*args, **kwargs)
     assert fast.hits == 1
+
+
+def test_int_bool_and_float_of_equal_value_are_different_keys(fast):
+    """1, True and 1.0 are equal (and hash equal) in Python; Triton compiles each differently, as an argument and
+    as a constexpr."""
+    x, y = torch.zeros(32), torch.zeros(32)
+    for n in (1, True, 1.0, 1):
+        fast[(1,)](x, y, n, BLOCK=16)
+    assert fast.misses == 3 and fast.hits == 1
+    for scale in (1, True, 1.0, 1):
+        fast[(1,)](x, y, 32, BLOCK=16, SCALE=scale)
+    assert fast.misses == 6 and fast.hits == 2
 
 
 def test_triton_path_when_disabled_hooked_or_callable_grid(fast, monkeypatch):
