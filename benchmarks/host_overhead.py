@@ -5,6 +5,7 @@ inference pass. Runs on a CPU:
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny [--profile]
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --model mambavision --arch tiny
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny --train   # forward + backward
+    TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny --train --fused-training
 
 (TRITON_INTERPRET=1 lets the channels-last path run on CPU tensors; the stubs replace the kernels, so nothing is
 interpreted.) The matmuls still run, on tiny tensors (batch 1, 32 px: 5 tokens; MambaVision with one window a map
@@ -51,6 +52,8 @@ def main():
     parser.add_argument('--profile', action='store_true')
     parser.add_argument('--train', action='store_true',
                         help='time a training step (forward, backward of the sum of the outputs) instead')
+    parser.add_argument('--fused-training', action='store_true',
+                        help="Vim's mixers with fused_training=True")
     parser.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'],
                         help="the model's dtype (the GPU benchmarks' inference runs a bf16 model)")
     args = parser.parse_args()
@@ -61,7 +64,8 @@ def main():
     torch.set_num_threads(1)
     dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
     if args.model == 'vim':
-        model = Vim(args.arch, img_size=32, patch_size=16, mixer_cfg=dict(scan_backend='triton'))
+        model = Vim(args.arch, img_size=32, patch_size=16,
+                    mixer_cfg=dict(scan_backend='triton', fused_training=args.fused_training))
         blocks = f'{len(model.layers)} layers'
     else:
         model = MambaVision(args.arch, window_size=(8, 8, 2, 1), mixer_cfg=dict(scan_backend='triton'))

@@ -70,7 +70,8 @@ def main(argv=None):
     stub_kernels()
     from mmssm.models import Vim
     rows = []
-    for label, options in (('Vim', {}), ('Vim, scan_recompute', dict(mixer_cfg=dict(scan_recompute=True))),
+    for label, options in (('Vim', {}), ('Vim, fused_training', dict(mixer_cfg=dict(fused_training=True))),
+                           ('Vim, scan_recompute', dict(mixer_cfg=dict(scan_recompute=True))),
                            ('Vim, with_cp (whole blocks)', dict(with_cp=True))):
         mixer_cfg = dict(scan_backend='triton', **options.pop('mixer_cfg', {}))
         model = Vim(args.arch, img_size=args.size, mixer_cfg=mixer_cfg, **options)

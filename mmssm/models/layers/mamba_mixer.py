@@ -8,7 +8,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmssm.ops.causal_conv1d import causal_conv1d, channel_contiguous, channels_last_available, conv1d_channels_last
-from mmssm.ops.eager import split_channels, unbind_parts
+from mmssm.ops.eager import op_route, split_channels, unbind_parts
+from mmssm.ops.fused_mixer import FusedMixerCore
 from mmssm.ops.selective_scan import (
     METHODS,
     _compiled_arguments,
@@ -83,13 +84,19 @@ class MambaMixer(nn.Module):
         scan_recompute (bool): in training, keep only the in_proj output for the backward and recompute the
             convolutions, projections and scans from it there (activation checkpointing of the part between in_proj
             and out_proj: less activation memory for one more forward of that part). Default: False.
+        fused_training (bool): in eager training on the channels-last path, run the part between in_proj and the
+            directions' merge as one autograd Function with a hand-written backward
+            (:class:`~mmssm.ops.fused_mixer.FusedMixerCore`): one autograd node in place of about 45, and the
+            conv outputs and deltas recomputed in the backward instead of saved (one conv kernel and one small
+            matmul a direction). Same gradients; not yet timed on a GPU, hence off by default. Default: False.
     """
 
     def __init__(self, embed_dims: int, d_state: int = 16, expand: float = 2, d_conv: int = 4,
                  dt_rank='auto', dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
                  conv_bias: bool = True, bias: bool = False, bidirectional: bool = True, divide_out: bool = True,
                  discretization: str = 'zoh', conv_type: str = 'conv', inverted_residual_cfg: dict | None = None,
-                 se_ratio: float | None = None, scan_backend: str = 'auto', scan_recompute: bool = False):
+                 se_ratio: float | None = None, scan_backend: str = 'auto', scan_recompute: bool = False,
+                 fused_training: bool = False):
         super().__init__()
         if not isinstance(embed_dims, int) or embed_dims <= 0:
             raise ValueError(f'MambaMixer: embed_dims must be a positive int, got {embed_dims!r}.')
@@ -122,6 +129,7 @@ class MambaMixer(nn.Module):
         self.conv_type = conv_type
         self.scan_backend = scan_backend
         self.scan_recompute = bool(scan_recompute)
+        self.fused_training = bool(fused_training)
         self._dt_init = (dt_min, dt_max, dt_init_floor)
 
         self.in_proj = nn.Linear(embed_dims, 2 * self.d_inner, bias=bias)
@@ -240,6 +248,19 @@ class MambaMixer(nn.Module):
             cached = self.__dict__['_merged_cache'] = key, merged()
         return cached[1]
 
+    def _fusable(self, xz, suffixes) -> bool:
+        """Whether :class:`FusedMixerCore` runs this call: eager training (autograd reaches the mixer, nothing
+        compiling, tracing or watching; :func:`op_route`), plain bias-free x_proj Linears without hooks (they are
+        not called as modules there) and dt_proj biases."""
+        if op_route(itertools.chain((xz,), self.parameters())) != 'function':
+            return False
+        for suffix in suffixes:
+            x_proj, dt_proj = getattr(self, f'x_proj{suffix}'), getattr(self, f'dt_proj{suffix}')
+            if type(x_proj) is not nn.Linear or x_proj.bias is not None or x_proj._forward_hooks \
+                    or x_proj._forward_pre_hooks or dt_proj.bias is None:
+                return False
+        return True
+
     def _transposing_scan(self, xz, gap_steps, keep_mask, direction_gate):
         """The mixer between in_proj and out_proj on (batch, channels, L) tensors. -> (batch, L, d_inner)."""
         x, z = xz.transpose(1, 2).chunk(2, dim=1)
@@ -268,6 +289,20 @@ class MambaMixer(nn.Module):
         xz = channel_contiguous(xz)  # (batch, L, 2 * d_inner)
         suffixes = ('', '_b') if self.bidirectional else ('',)
         directions = len(suffixes)
+        if self.fused_training and gap_steps is None and self._fusable(xz, suffixes):
+            outs = FusedMixerCore.apply(
+                (d_inner, rank, state, ['reverse' if s == '_b' else 'causal' for s in suffixes],
+                 [s == '_b' for s in suffixes], self.discretization), xz,
+                *[getattr(self, f'conv1d{suffix}').weight for suffix in suffixes],
+                *[getattr(self, f'conv1d{suffix}').bias for suffix in suffixes],
+                *[getattr(self, f'{name}{suffix}').weight for name in ('x_proj', 'dt_proj') for suffix in suffixes],
+                *[getattr(self, 'A_log' if suffix == '' else 'A_b_log') for suffix in suffixes],
+                *[getattr(self, f'D{suffix}') for suffix in suffixes],
+                *[getattr(self, f'dt_proj{suffix}').bias for suffix in suffixes])
+            if not self.bidirectional:
+                return outs[0].transpose(1, 2)
+            y = torch.lerp(outs[0], outs[1], 0.5) if self.divide_out else outs[0] + outs[1]
+            return y.transpose(1, 2)
         halves = split_channels(xz, (d_inner, d_inner), directions)  # x and z, once per direction
         xs, zs = halves[:directions], [z.transpose(1, 2) for z in halves[directions:]]
         convs = [getattr(self, f'conv1d{suffix}') for suffix in suffixes]

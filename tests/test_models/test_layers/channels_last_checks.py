@@ -105,6 +105,52 @@ def check_mixer(device, method, bidirectional):
     print('ok', label, flush=True)
 
 
+def check_fused_training(device):
+    """fused_training (one autograd Function between in_proj and the merge, u and delta recomputed in its
+    backward): output and every gradient against the transposing torch path, one and two directions, zoh and foh
+    (whose earlier samples cross the recomputed conv's outputs), a conv without bias; one Function node in the
+    graph; under bf16 autocast against the unfused channels-last path (float32 weight gradients); and a hook on
+    x_proj keeps the unfused path (the Function would skip the module call)."""
+    import collections
+    torch.manual_seed(0)
+    for method, bidirectional, conv_bias in (('zoh', True, True), ('foh', True, False), ('zoh', False, True)):
+        options = dict(d_state=4, discretization=method, bidirectional=bidirectional, conv_bias=conv_bias)
+        fast = MambaMixer(8, scan_backend='triton', fused_training=True, **options).to(device)
+        ref = MambaMixer(8, scan_backend='torch', **options).to(device)
+        with torch.no_grad():
+            for p in fast.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        ref.load_state_dict(fast.state_dict())
+        x = torch.randn(2, 11, 8, device=device, requires_grad=True)
+        y, y_ref = fast(x), ref(x)
+        nodes, stack, seen = collections.Counter(), [y.grad_fn], set()
+        while stack:
+            node = stack.pop()
+            if node is not None and node not in seen:
+                seen.add(node)
+                nodes[type(node).__name__] += 1
+                stack += [n for n, _ in node.next_functions]
+        assert nodes['FusedMixerCoreBackward'] == 1 and not nodes['_EagerScanBackward'], sorted(nodes.items())
+        label = f'fused training {method} bidirectional={bidirectional} conv_bias={conv_bias}'
+        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5, msg=label)
+        assert_same_gradients(label, x, y, fast, y_ref, ref, rtol=1e-4, atol=1e-4)
+    plain = MambaMixer(8, d_state=4, scan_backend='triton').to(device)
+    fused = MambaMixer(8, d_state=4, scan_backend='triton', fused_training=True).to(device)
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 11, 8, device=device, requires_grad=True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        y, y_ref = fused(x), plain(x)
+    assert y.dtype == torch.bfloat16
+    assert_same_gradients('fused training, bf16 autocast', x, y.float(), fused, y_ref.float(), plain, rtol=3e-2,
+                          atol=3e-2)
+    assert all(p.grad is None for p in fused.parameters())  # (autograd.grad: nothing accumulated)
+    seen = []
+    fused.x_proj.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    y = fused(x)
+    assert seen and type(y.grad_fn).__name__ != 'FusedMixerCoreBackward'
+    print('ok fused training', flush=True)
+
+
 def check_gaps(device):
     """Token pruning's gap_steps (ToP's hidden-state alignment) on the channels-last path against the transposing
     torch path: with gradients as its gap form (step (1 + g) delta, B / (1 + g)), output and every gradient; in
@@ -254,6 +300,7 @@ def check_compiled(device):
 if __name__ == '__main__':
     device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
     check_no_copies(device)
+    check_fused_training(device)
     check_parameters_as_they_are(device)
     check_transposed_projection(device)
     check_conv(device)

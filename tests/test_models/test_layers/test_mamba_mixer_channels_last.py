@@ -20,7 +20,7 @@ def _run(device, interpret):
     result = subprocess.run([sys.executable, os.path.join(HERE, 'channels_last_checks.py'), device], env=env,
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
-    assert result.stdout.count('ok ') == 11, result.stdout
+    assert result.stdout.count('ok ') == 12, result.stdout
 
 
 @needs_interpreter
