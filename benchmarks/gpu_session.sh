@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune (default: all but the last twenty-five, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain (default: all but the last twenty-six, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -128,11 +128,14 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
           run $name 170 bash -c "cd $tree && PYTHONPATH=\$PWD:\$PYTHONPATH python benchmarks/vim_gpu.py --models vim_t_triton \
             --sizes 224:128 --max-seconds ${AB_SECONDS:-2} --train-models vim_t_triton --json $OUT/$name.json"
         done ;;
+    fusedtrain) run fusedtrain 200 python benchmarks/vim_gpu.py --models vim_t_triton --sizes 224:128 --max-seconds 3 \
+                  --train-models vim_t_triton,vim_t_triton_fused,vim_t_triton,vim_t_triton_fused,deit_t \
+                  --json "$OUT/vim_fused_training.json" ;;  # fused_training against the unfused mixers, twice each
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain)"
        exit 2 ;;
   esac
 done
