@@ -251,13 +251,14 @@ class MambaMixer(nn.Module):
     def _fusable(self, xz, suffixes) -> bool:
         """Whether :class:`FusedMixerCore` runs this call: eager training (autograd reaches the mixer, nothing
         compiling, tracing or watching; :func:`op_route`), plain bias-free x_proj Linears without hooks (they are
-        not called as modules there) and dt_proj biases."""
+        not called as modules there), dt_proj biases, and plain Parameter weights of both (not 2:4 sparse)."""
         if op_route(itertools.chain((xz,), self.parameters())) != 'function':
             return False
         for suffix in suffixes:
             x_proj, dt_proj = getattr(self, f'x_proj{suffix}'), getattr(self, f'dt_proj{suffix}')
             if type(x_proj) is not nn.Linear or x_proj.bias is not None or x_proj._forward_hooks \
-                    or x_proj._forward_pre_hooks or dt_proj.bias is None:
+                    or x_proj._forward_pre_hooks or dt_proj.bias is None \
+                    or not all(type(w) is nn.Parameter for w in (x_proj.weight, dt_proj.weight)):
                 return False
         return True
 
