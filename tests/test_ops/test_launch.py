@@ -160,3 +160,16 @@ def add_kernel_launch(x):
     for _ in range(2):
         wrapped[(triton.cdiv(flat.numel(), 16),)](flat, out, flat.numel(), BLOCK=16)
     return out
+
+
+@pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') == '1', reason='kernels defined under the interpreter')
+def test_every_launched_kernel_is_wrapped():
+    """The kernels the hot path launches go through fast_launch (the kernel_ir tools unwrap them)."""
+    from mmssm.ops import causal_conv1d, fused_add_norm
+    from mmssm.ops.kernel_ir import scan_kernel_counts
+    from mmssm.ops.selective_scan import triton_scan
+    kernels = [getattr(causal_conv1d, f'_conv_cl{name}_kernel') for name in ('', '_bwd', '_dx')]
+    kernels += [getattr(fused_add_norm, f'_add_norm_{name}_kernel') for name in ('fwd', 'bwd')]
+    kernels += [getattr(triton_scan, f'_scan_{name}_kernel') for name in ('fwd_seq', 'bwd_seq', 'combine')]
+    assert all(isinstance(kernel, FastLaunch) for kernel in kernels), [type(k) for k in kernels]
+    assert scan_kernel_counts('fwd', 32, 1)['exp2'] > 0
