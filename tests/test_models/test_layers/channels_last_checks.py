@@ -297,15 +297,21 @@ def check_compiled(device):
     print('ok compiled', flush=True)
 
 
+FAST = ('no_copies', 'fused_training', 'parameters_as_they_are', 'transposed_projection', 'conv', 'gaps',
+        'mixer zoh True', 'mixer zoh False', 'mixer zoh None')
+SLOW = ('recompute', 'compiled', 'mixer bilinear True')  # the slowest through the interpreter (test-slow there)
+
+
+def run(device, names):
+    for name in names:
+        if name.startswith('mixer '):
+            _, method, bidirectional = name.split()
+            check_mixer(device, method, None if bidirectional == 'None' else bidirectional == 'True')
+        else:
+            globals()[f'check_{name}'](device)
+
+
 if __name__ == '__main__':
     device = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
-    check_no_copies(device)
-    check_fused_training(device)
-    check_parameters_as_they_are(device)
-    check_transposed_projection(device)
-    check_conv(device)
-    check_gaps(device)
-    check_recompute(device)
-    check_compiled(device)
-    for method, bidirectional in (('zoh', True), ('bilinear', True), ('zoh', False), ('zoh', None)):
-        check_mixer(device, method, bidirectional)
+    part = sys.argv[2] if len(sys.argv) > 2 else 'all'
+    run(device, dict(fast=FAST, slow=SLOW, all=FAST + SLOW)[part])

@@ -13,25 +13,33 @@ sys.path.insert(0, os.path.join(ROOT, 'tests', 'test_ops', 'test_selective_scan'
 from test_compiled_op_cpu import needs_interpreter  # noqa: E402
 
 
-def _run(device, interpret):
+def _run(device, interpret, part):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     if interpret:
         env['TRITON_INTERPRET'] = '1'
-    result = subprocess.run([sys.executable, os.path.join(HERE, 'channels_last_checks.py'), device], env=env,
+    result = subprocess.run([sys.executable, os.path.join(HERE, 'channels_last_checks.py'), device, part], env=env,
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
-    assert result.stdout.count('ok ') == 12, result.stdout
+    assert result.stdout.count('ok ') == dict(fast=9, slow=3, all=12)[part], result.stdout
 
 
 @needs_interpreter
 def test_channels_last_mixer_through_the_triton_interpreter():
-    _run('cpu', interpret=True)
+    _run('cpu', interpret=True, part='fast')
+
+
+@pytest.mark.slow
+@needs_interpreter
+def test_channels_last_recompute_compile_and_bilinear_through_the_triton_interpreter():
+    """The slowest checks through the interpreter (about 2 minutes): scan_recompute, torch.compile of the mixer,
+    the bilinear mixer."""
+    _run('cpu', interpret=True, part='slow')
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (the compiled Triton kernels)')
 def test_channels_last_mixer_compiled():
-    _run('cuda', interpret=False)
+    _run('cuda', interpret=False, part='all')
 
 
 def test_channels_last_path_is_not_taken_without_triton_backend():
