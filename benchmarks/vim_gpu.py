@@ -12,7 +12,8 @@ Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference
   vim_t_triton / vim_s_triton  mmssm's model with scan_backend='triton': the mixers' channels-last path (the
                           conv and scan kernels read the matmuls' layouts; no transposes or copies)
   vim_t_triton_graph ...  the _triton model's forward captured once in a CUDA graph and replayed
-                          (mmssm.engine.CUDAGraphForward: no Python or launch overhead per pass)
+                          (mmssm.engine.CUDAGraphForward: no Python or launch overhead per pass); in training
+                          (any model, deit_t_graph too) the whole step (mmssm.engine.CUDAGraphTrainStep)
   vim_t_unfused / vim_s_unfused  mmssm's model with the residual add + RMSNorm in torch (fused_add_norm=False),
                           to measure the fused Triton add + norm kernel
   ..._recompute, ..._cp   (training) the mixers with scan_recompute=True; the blocks with with_cp=True
@@ -40,7 +41,7 @@ from torch import nn
 
 sys.path.insert(0, '.')
 
-from mmssm.engine.cuda_graph import CUDAGraphForward  # noqa: E402
+from mmssm.engine.cuda_graph import CUDAGraphForward, CUDAGraphTrainStep  # noqa: E402
 
 VIM_ARCHS = dict(vim_t='tiny', vim_s='small')
 DEIT_NAMES = dict(deit_t='deit_tiny_patch16_224', deit_s='deit_small_patch16_224')
@@ -92,19 +93,20 @@ def build_deit(name, size):
 
 def timed_passes(step, min_iters, min_seconds, max_seconds):
     """Run ``step`` timed by CUDA events until min_iters passes and min_seconds of GPU time (or max_seconds of
-    wall time): (passes, GPU seconds, the last pass's result)."""
-    iters, elapsed, wall, out = 0, 0.0, time.perf_counter(), None
+    wall time): (passes, GPU seconds, the last pass's result, each pass's seconds)."""
+    iters, elapsed, wall, out, times = 0, 0.0, time.perf_counter(), None, []
     while iters < min_iters or elapsed < min_seconds:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         out = step()
         end.record()
         torch.cuda.synchronize()
-        elapsed += start.elapsed_time(end) / 1000
+        times.append(start.elapsed_time(end) / 1000)
+        elapsed += times[-1]
         iters += 1
         if time.perf_counter() - wall > max_seconds:
             break
-    return iters, elapsed, out
+    return iters, elapsed, out, times
 
 
 def measure(model, batch, size, dtype, min_iters, min_seconds, max_seconds, warmup):
@@ -114,37 +116,43 @@ def measure(model, batch, size, dtype, min_iters, min_seconds, max_seconds, warm
             model(x)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        iters, elapsed, out = timed_passes(lambda: model(x), min_iters, min_seconds, max_seconds)
+        iters, elapsed, out, _ = timed_passes(lambda: model(x), min_iters, min_seconds, max_seconds)
     peak = torch.cuda.max_memory_allocated() / 2 ** 20
     return dict(img_per_s=batch * iters / elapsed, peak_mib=peak, iters=iters, out=out.float())
 
 
-def train_step(model, batch, size, memory_format=torch.contiguous_format):
+def train_step(model, batch, size, memory_format=torch.contiguous_format, graph=False):
     """One training step of ``model`` on a fixed random batch, as a function: fp32 weights, bf16 autocast,
-    cross-entropy, fused AdamW (also profile_vim.py --train's step)."""
+    cross-entropy, fused AdamW (also profile_vim.py --train's step). graph: the step replayed from a CUDA graph
+    (mmssm.engine.CUDAGraphTrainStep; the optimizer capturable), the batch copied in each step as from a loader."""
     x = torch.randn(batch, 3, size, size, device='cuda').contiguous(memory_format=memory_format)
     labels = torch.randint(0, 1000, (batch,), device='cuda')
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=graph)
 
-    def step():
+    def step(images, targets):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast('cuda', dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x), labels)
+        with torch.autocast('cuda', dtype=torch.bfloat16, cache_enabled=not graph):
+            loss = F.cross_entropy(model(images), targets)
         loss.backward()
         optimizer.step()
+        return loss
 
-    return step
+    run = CUDAGraphTrainStep(model, optimizer, step) if graph else step
+    return lambda: run(x, labels)
 
 
-def measure_train(model, batch, size, min_iters, min_seconds, max_seconds, warmup):
+def measure_train(model, batch, size, min_iters, min_seconds, max_seconds, warmup, graph=False):
     """Training steps (:func:`train_step`): img/s and peak MiB."""
-    step = train_step(model, batch, size)
+    step = train_step(model, batch, size, graph=graph)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()  # from the first step: a graph's capture allocates its pool there
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    iters, elapsed, _ = timed_passes(step, min_iters, min_seconds, max_seconds)
-    return dict(img_per_s=batch * iters / elapsed, peak_mib=torch.cuda.max_memory_allocated() / 2 ** 20, iters=iters)
+    iters, elapsed, _, times = timed_passes(step, min_iters, min_seconds, max_seconds)
+    return dict(img_per_s=batch * iters / elapsed, median_img_per_s=batch / sorted(times)[len(times) // 2],
+                peak_mib=torch.cuda.max_memory_allocated() / 2 ** 20, iters=iters,
+                step_ms=[round(t * 1000, 2) for t in times])
 
 
 def main():
@@ -216,14 +224,16 @@ def main():
             torch.cuda.empty_cache()
     size, batch = (int(v) for v in args.train_size.split(':'))
     for name in filter(None, args.train_models.split(',')):
-        model = (build_vim if name.startswith('vim') else build_deit)(name, size).cuda().train()
+        model = (build_vim if name.startswith('vim') else build_deit)(name.replace('_graph', ''), size).cuda().train()
         try:
-            run = measure_train(model, batch, size, args.min_iters, args.min_seconds, args.max_seconds, args.warmup)
+            run = measure_train(model, batch, size, args.min_iters, args.min_seconds, args.max_seconds, args.warmup,
+                                graph=name.endswith('_graph'))
         except torch.cuda.OutOfMemoryError:
             run = dict(img_per_s=None, peak_mib=None, iters=0, error='OOM')
         run.update(model=name, size=size, batch=batch, mode='training')
         results['runs'].append(run)
-        speed = 'OOM' if run['img_per_s'] is None else f'{run["img_per_s"]:10.1f} img/s {run["peak_mib"]:9.0f} MiB'
+        speed = 'OOM' if run['img_per_s'] is None else (f'{run["img_per_s"]:10.1f} img/s (median step '
+                                                        f'{run["median_img_per_s"]:.1f}) {run["peak_mib"]:9.0f} MiB')
         print(f'train {size:5d} x{batch:<4d} {name:15s} {speed}  ({run["iters"]} steps)', flush=True)
         del model
         torch.cuda.empty_cache()

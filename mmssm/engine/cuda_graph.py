@@ -9,6 +9,7 @@ pass costs no Python or kernel-launch time on the host (a Vim pass launches abou
 The outputs are the graph's own buffers, overwritten by the next replay of that signature: clone them to keep
 them. Anything else runs the model eagerly: autograd on, tensors not on CUDA, more signatures than ``max_graphs``.
 """
+import contextlib
 import warnings
 
 import torch
@@ -89,4 +90,201 @@ class CUDAGraphForward(nn.Module):
     def reset(self):
         """Drop every captured graph (after changing the weights' storage, or to free their memory pools)."""
         self._graphs.clear()
+        self._warned = False
+
+
+class CUDAGraphTrainStep:
+    """A whole training step (zero_grad, forward, backward, optimizer step) captured in a CUDA graph and replayed,
+    so a step costs no Python, autograd-engine or launch time on the host (an eager Vim-T step is host-bound).
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True, capturable=True)
+
+        def step(images, labels):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast('cuda', torch.bfloat16, cache_enabled=False):
+                loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        graphed = CUDAGraphTrainStep(model, optimizer, step)
+        for images, labels in loader:
+            loss = graphed(images.cuda(), labels.cuda())   # the graph's buffer: .item() or clone() to keep it
+
+    The first call per input signature runs ``warmup`` eager steps on a side stream (kernels compiled, optimizer
+    state allocated), restores the weights, buffers, optimizer state and RNG states as they were (new optimizer
+    state entries are zeroed, the fresh state of Adam / AdamW / SGD), captures, and replays: the model sees that
+    batch once, as in eager training. Later calls copy the inputs in and replay.
+
+    What a graph bakes in must not change between steps. A float ``lr`` of a capturable or fused optimizer (set
+    by a scheduler as usual) is followed: the graph reads it from a device tensor that each call updates. The
+    other hyperparameters of the groups are checked on every call, and a change raises (call :meth:`reset` to
+    capture again). Host-side randomness inside ``step_fn`` (numpy / Python ``random``, e.g. a mixup ratio) is
+    frozen at capture, so keep it outside; torch's CUDA RNG (dropout, drop path) advances per replay. fp16 with
+    a ``GradScaler`` synchronizes with the host and cannot be captured: use bf16.
+
+    Args:
+        model: the trained module (its state is restored after the warm-up).
+        optimizer: built with ``capturable=True`` where it has the option (Adam, AdamW, ...).
+        step_fn: ``step_fn(*inputs)`` runs one step and returns a tensor or a (nested) tuple / list / dict of
+            tensors. No host synchronization inside (no ``.item()``, no data-dependent shapes or branches).
+        warmup: eager steps before a capture.
+        max_graphs: input signatures to capture at most (each holds its own memory pool); steps of further
+            ones run eagerly with a warning once. Inputs that are not all CUDA tensors run eagerly.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, step_fn, warmup: int = 3,
+                 max_graphs: int = 2):
+        if warmup < 1:
+            raise ValueError(f'CUDAGraphTrainStep: warmup must be at least 1 (the optimizer state and the '
+                             f'kernels must exist before a capture), got {warmup}.')
+        if max_graphs < 1:
+            raise ValueError(f'CUDAGraphTrainStep: max_graphs must be at least 1, got {max_graphs}.')
+        self.model, self.optimizer, self.step_fn = model, optimizer, step_fn
+        self.warmup, self.max_graphs = warmup, max_graphs
+        self._graphs = {}  # signature -> (graph, static inputs, static output)
+        self._hyper = None
+        self._lr = {}  # param group index -> [device tensor the graphs read, the float it holds]
+        self._warned = False
+
+    @staticmethod
+    def signature(inputs) -> tuple:
+        return tuple((tuple(x.shape), x.dtype, x.device, x.stride()) for x in inputs)
+
+    def _hyperparameters(self):
+        """The optimizer's settings per group that a capture bakes in: its defaults' keys (not a scheduler's
+        ``initial_lr``), less tensors (the graph reads them) and the lr the graphs follow."""
+        return [{k: v for k, v in group.items() if k in self.optimizer.defaults and not isinstance(v, torch.Tensor)
+                 and not (k == 'lr' and i in self._lr)} for i, group in enumerate(self.optimizer.param_groups)]
+
+    def _tensor_lr(self, device):
+        """Give each capturable / fused group with a float lr a device tensor for it (read by the graphs)."""
+        for i, group in enumerate(self.optimizer.param_groups):
+            if i not in self._lr and isinstance(group.get('lr'), float) and (group.get('capturable')
+                                                                             or group.get('fused')):
+                self._lr[i] = [torch.tensor(group['lr'], dtype=torch.float32, device=device), group['lr']]
+
+    def _sync_lr(self):
+        """The groups' float lr (a scheduler's) into the tensors the graphs read."""
+        for i, entry in self._lr.items():
+            lr = self.optimizer.param_groups[i]['lr']
+            if isinstance(lr, torch.Tensor):
+                raise RuntimeError(f'CUDAGraphTrainStep: param group {i} got a tensor lr after the capture; the '
+                                   f'graph reads its own, so set a float (it is followed) or call reset().')
+            if lr != entry[1]:
+                entry[0].fill_(lr)
+                entry[1] = lr
+
+    def _check_capturable(self):
+        for i, group in enumerate(self.optimizer.param_groups):
+            if group.get('capturable') is False:
+                raise ValueError(
+                    f'CUDAGraphTrainStep: param group {i} of {type(self.optimizer).__name__} has capturable=False, '
+                    f'so its step cannot be replayed from a graph; build it with capturable=True, e.g. '
+                    f'torch.optim.AdamW(params, lr=..., fused=True, capturable=True).')
+
+    def _check_hyperparameters(self):
+        now = self._hyperparameters()
+        for i, (then, group) in enumerate(zip(self._hyper, now)):
+            for key in then.keys() | group.keys():
+                if then.get(key) != group.get(key):
+                    raise RuntimeError(
+                        f'CUDAGraphTrainStep: param group {i} changed {key!r} from {then.get(key)!r} to '
+                        f'{group.get(key)!r} after the step was captured, and the graph replays the captured '
+                        f'value. Pass it as a CUDA tensor updated in place (lr=torch.tensor(..., device="cuda") '
+                        f'with capturable=True), or call reset() to capture again.')
+        if len(now) != len(self._hyper):
+            raise RuntimeError(f'CUDAGraphTrainStep: the optimizer has {len(now)} param groups, '
+                               f'{len(self._hyper)} when captured; call reset() to capture again.')
+
+    def graphed(self, *inputs) -> bool:
+        """Whether ``self(*inputs)`` replays (or would capture) a graph rather than stepping eagerly."""
+        return (len(inputs) > 0 and all(isinstance(x, torch.Tensor) and x.is_cuda for x in inputs)
+                and (self.signature(inputs) in self._graphs or len(self._graphs) < self.max_graphs))
+
+    def __call__(self, *inputs):
+        if not self.graphed(*inputs):
+            if inputs and all(isinstance(x, torch.Tensor) and x.is_cuda for x in inputs) and not self._warned:
+                warnings.warn(f'CUDAGraphTrainStep: more than max_graphs={self.max_graphs} input signatures; '
+                              f'{self.signature(inputs)} and later new ones step eagerly.', stacklevel=2)
+                self._warned = True
+            return self.step_fn(*inputs)
+        if self._hyper is not None:
+            self._check_hyperparameters()
+            self._sync_lr()
+        key = self.signature(inputs)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._graphs[key] = self._capture(inputs)
+        graph, static_inputs, static_out = entry
+        for static, x in zip(static_inputs, inputs):
+            static.copy_(x)
+        graph.replay()
+        return static_out
+
+    def _state(self):
+        """Every tensor the warm-up may change: weights, buffers, optimizer state (by parameter and key)."""
+        tensors = {k: v for k, v in self.model.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)}
+        for p, state in self.optimizer.state.items():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    tensors[(id(p), k)] = v
+        return tensors
+
+    def _warm_up(self, inputs):
+        """``warmup`` eager steps on ``inputs``, then everything as before them (new optimizer state zeroed)."""
+        saved = {k: v.detach().clone() for k, v in self._state().items()}
+        saved_steps = {id(p): {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+                       for p, state in self.optimizer.state.items()}
+        cpu_rng = torch.get_rng_state()
+        cuda = all(x.is_cuda for x in inputs)
+        device = inputs[0].device
+        cuda_rng = torch.cuda.get_rng_state(device) if cuda else None
+        stream = torch.cuda.Stream(device=device) if cuda else None
+        if cuda:
+            stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+            for _ in range(self.warmup):
+                self.step_fn(*inputs)
+        if cuda:
+            torch.cuda.current_stream(device).wait_stream(stream)
+        with torch.no_grad():
+            for k, v in self._state().items():
+                if k in saved:
+                    v.copy_(saved[k])
+                else:
+                    v.zero_()
+        for p, state in self.optimizer.state.items():  # non-tensor entries (a float step count) as they were
+            for k, v in list(state.items()):
+                if not isinstance(v, torch.Tensor):
+                    old = saved_steps.get(id(p), {})
+                    state[k] = old[k] if k in old else type(v)(0)
+        torch.set_rng_state(cpu_rng)
+        if cuda:
+            torch.cuda.set_rng_state(cuda_rng, device)
+
+    def _capture(self, inputs):
+        self._check_capturable()
+        self._tensor_lr(inputs[0].device)
+        static_inputs = tuple(x.detach().clone() for x in inputs)
+        groups = self.optimizer.param_groups
+        for i, (tensor, value) in self._lr.items():  # the graph's lr tensor in place of the float while it runs
+            tensor.fill_(value)
+            groups[i]['lr'] = tensor
+        try:
+            self._warm_up(static_inputs)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.step_fn(*static_inputs)
+        finally:
+            for i, (_, value) in self._lr.items():
+                groups[i]['lr'] = value
+        self._hyper = self._hyperparameters()
+        return graph, static_inputs, static_out
+
+    def reset(self):
+        """Drop every captured graph (after changing a baked-in hyperparameter, or the weights' storage)."""
+        self._graphs.clear()
+        self._hyper = None
+        self._lr = {}
         self._warned = False
