@@ -129,12 +129,12 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
             --sizes 224:128 --max-seconds ${AB_SECONDS:-2} --train-models vim_t_triton --json $OUT/$name.json"
         done ;;
     fusedtrain) run fusedtrain 200 python benchmarks/vim_gpu.py --models vim_t_triton --sizes 224:128 --max-seconds 3 \
-                  --train-models vim_t_triton,vim_t_triton_fused,vim_t_triton,vim_t_triton_fused,deit_t \
-                  --json "$OUT/vim_fused_training.json" ;;  # fused_training against the unfused mixers, twice each
+                  --train-models vim_t_triton_autograd,vim_t_triton,vim_t_triton_autograd,vim_t_triton,deit_t \
+                  --json "$OUT/vim_fused_training.json" ;;  # fused_training (default) against autograd's unfused mixers, twice each
     graphtrain) run graphtraintests 150 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
                   tests/test_engine/test_cuda_graph.py
                 run graphtrain 280 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 --max-seconds 3 \
-                  --train-models vim_t_triton,vim_t_triton_graph,vim_t_triton_fused,vim_t_triton_fused_graph,deit_t,deit_t_graph \
+                  --train-models vim_t_triton_autograd,vim_t_triton_autograd_graph,vim_t_triton,vim_t_triton_graph,deit_t,deit_t_graph \
                   --json "$OUT/vim_graph_training.json" ;;  # whole training steps replayed from CUDA graphs
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers

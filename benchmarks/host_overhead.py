@@ -5,7 +5,7 @@ inference pass. Runs on a CPU:
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny [--profile]
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --model mambavision --arch tiny
     TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny --train   # forward + backward
-    TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny --train --fused-training
+    TRITON_INTERPRET=1 python benchmarks/host_overhead.py --arch tiny --train --no-fused-training
 
 (TRITON_INTERPRET=1 lets the channels-last path run on CPU tensors; the stubs replace the kernels, so nothing is
 interpreted.) The matmuls still run, on tiny tensors (batch 1, 32 px: 5 tokens; MambaVision with one window a map
@@ -52,8 +52,8 @@ def main():
     parser.add_argument('--profile', action='store_true')
     parser.add_argument('--train', action='store_true',
                         help='time a training step (forward, backward of the sum of the outputs) instead')
-    parser.add_argument('--fused-training', action='store_true',
-                        help="Vim's mixers with fused_training=True")
+    parser.add_argument('--no-fused-training', dest='fused_training', action='store_false',
+                        help="Vim's mixers with fused_training=False (autograd's graph of the unfused path)")
     parser.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'],
                         help="the model's dtype (the GPU benchmarks' inference runs a bf16 model)")
     args = parser.parse_args()

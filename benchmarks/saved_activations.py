@@ -70,7 +70,8 @@ def main(argv=None):
     stub_kernels()
     from mmssm.models import Vim
     rows = []
-    for label, options in (('Vim', {}), ('Vim, fused_training', dict(mixer_cfg=dict(fused_training=True))),
+    for label, options in (('Vim, fused_training=False', dict(mixer_cfg=dict(fused_training=False))),
+                           ('Vim (fused_training, the default)', {}),
                            ('Vim, scan_recompute', dict(mixer_cfg=dict(scan_recompute=True))),
                            ('Vim, with_cp (whole blocks)', dict(with_cp=True))):
         mixer_cfg = dict(scan_backend='triton', **options.pop('mixer_cfg', {}))

@@ -17,7 +17,8 @@ Models (each a 1000-class classifier, bf16 weights and inputs, ``torch.inference
   vim_t_unfused / vim_s_unfused  mmssm's model with the residual add + RMSNorm in torch (fused_add_norm=False),
                           to measure the fused Triton add + norm kernel
   ..._recompute, ..._cp   (training) the mixers with scan_recompute=True; the blocks with with_cp=True
-  ..._fused               (training) the mixers with fused_training=True (vim_t_triton_fused)
+  ..._autograd            (training) the mixers with fused_training=False: autograd's graph of the unfused path
+                          (vim_t_triton_autograd; the default runs mmssm.ops.fused_mixer's Function)
   deit_t / deit_s         timm DeiT with fused scaled-dot-product attention
   deit_t_matmul / deit_s_matmul  the same DeiT computing the L x L attention matrix explicitly (the attention
                           of the Vim paper's time)
@@ -60,7 +61,7 @@ class Classifier(nn.Module):
 
 def vim_base(name):
     """The model a Vim entry builds (its weights and outputs are shared by all its variants)."""
-    for suffix in ('_mamba', '_unfused', '_triton', '_graph', '_cuda', '_recompute', '_cp', '_fused'):
+    for suffix in ('_mamba', '_unfused', '_triton', '_graph', '_cuda', '_recompute', '_cp', '_autograd'):
         name = name.replace(suffix, '')
     return name
 
@@ -72,8 +73,8 @@ def build_vim(name, size):
         else {}
     if '_recompute' in name:
         mixer_cfg['scan_recompute'] = True
-    if '_fused' in name:
-        mixer_cfg['fused_training'] = True
+    if '_autograd' in name:
+        mixer_cfg['fused_training'] = False
     backbone = Vim(VIM_ARCHS[vim_base(name)], img_size=size, patch_size=16,
                    fused_add_norm=not name.endswith('_unfused'), mixer_cfg=mixer_cfg or None,
                    with_cp='_cp' in name)

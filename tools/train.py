@@ -1,7 +1,7 @@
 """Train a model from an mmssm config (classification, segmentation or detection: the config's base says which).
 
     python tools/train.py configs/seg/upernet_vim_bilinear_ade20k.py [--work-dir DIR] [--resume [CKPT]] [--amp]
-                          [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}]
+                          [--cuda-graph] [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
 import os
@@ -19,6 +19,7 @@ from mmssm.utils.launch import (  # noqa: E402
     add_weights_only_hook,
     check_dataset,
     enable_amp,
+    enable_cuda_graph,
     load_config,
     setup_cpu_distributed,
     task_of,
@@ -33,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or without a value from the latest one in the work dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (GPU)')
+    parser.add_argument('--cuda-graph', action='store_true',
+                        help='replay each training step from a CUDA graph (mmssm.CUDAGraphTrainHook; one GPU; with '
+                             '--amp: bf16 autocast instead of AmpOptimWrapper)')
     parser.add_argument('--no-data-check', action='store_true', help='skip the check that the dataset exists')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. train_cfg.max_iters=100 (keys must exist)')
@@ -49,7 +53,9 @@ def build_cfg(args):
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
+    if args.cuda_graph:
+        enable_cuda_graph(cfg, args.amp, args.launcher)
+    elif args.amp:
         enable_amp(cfg)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None

@@ -142,6 +142,22 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
                                  find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
+def enable_cuda_graph(cfg: Config, amp: bool, launcher: str) -> None:
+    """--cuda-graph: mmssm.CUDAGraphTrainHook in the custom hooks (bf16 autocast with --amp)."""
+    import torch
+    if not torch.cuda.is_available():
+        raise ValueError('--cuda-graph needs a CUDA GPU; run without it on a CPU.')
+    if launcher != 'none':
+        raise ValueError(f'--cuda-graph trains in one process; drop it or --launcher {launcher}.')
+    optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if optim_wrapper != 'OptimWrapper':
+        raise ValueError(f'--cuda-graph needs an OptimWrapper config, this one uses {optim_wrapper!r} (with --amp '
+                         f'it adds bf16 autocast itself).')
+    hooks = list(cfg.get('custom_hooks') or [])
+    hooks.append(dict(type='mmssm.CUDAGraphTrainHook', autocast='bfloat16' if amp else None))
+    cfg.custom_hooks = hooks
+
+
 def enable_amp(cfg: Config) -> None:
     import torch
     if not torch.cuda.is_available():

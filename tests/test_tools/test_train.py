@@ -128,3 +128,20 @@ def test_amp_without_gpu_is_refused(tmp_path, data_root):
     result = run(['tools/train.py', CONFIG, '--amp', '--work-dir', str(tmp_path), '--cfg-options',
                   f'train_dataloader.dataset.data_root={data_root}'])
     assert result.returncode != 0 and '--amp needs a CUDA GPU' in result.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_graph_training_follows_the_eager_run(full_run, data_root, tmp_path):
+    """tools/train.py --cuda-graph (mmssm.CUDAGraphTrainHook): each iteration's loss equals the eager run's,
+    through the cosine schedule's lr changes at every epoch; with --amp, bf16 autocast in the graph."""
+    result = train(tmp_path / 'graph', data_root, '--cuda-graph')
+    assert 'training steps replayed from CUDA graphs (autocast off)' in result.stdout + result.stderr
+    reference, graphed = losses(full_run), losses(tmp_path / 'graph')
+    assert sorted(graphed) == sorted(reference) == list(range(1, 13))
+    for step in reference:
+        assert graphed[step] == pytest.approx(reference[step], rel=1e-3, abs=1e-5), step
+    result = train(tmp_path / 'graph_amp', data_root, '--cuda-graph', '--amp')
+    assert 'autocast bfloat16' in result.stdout + result.stderr
+    amp = losses(tmp_path / 'graph_amp')
+    assert sorted(amp) == list(range(1, 13)) and all(abs(v - reference[k]) < 0.1 * reference[k] + 0.05
+                                                      for k, v in amp.items())

@@ -88,7 +88,8 @@ class MambaMixer(nn.Module):
             directions' merge as one autograd Function with a hand-written backward
             (:class:`~mmssm.ops.fused_mixer.FusedMixerCore`): one autograd node in place of about 45, and the
             conv outputs and deltas recomputed in the backward instead of saved (one conv kernel and one small
-            matmul a direction). Same gradients; not yet timed on a GPU, hence off by default. Default: False.
+            matmul a direction). Same gradients, less memory and GPU time (measured in docs/benchmarks.md);
+            False keeps autograd's own graph of the unfused path. Default: True.
     """
 
     def __init__(self, embed_dims: int, d_state: int = 16, expand: float = 2, d_conv: int = 4,
@@ -96,7 +97,7 @@ class MambaMixer(nn.Module):
                  conv_bias: bool = True, bias: bool = False, bidirectional: bool = True, divide_out: bool = True,
                  discretization: str = 'zoh', conv_type: str = 'conv', inverted_residual_cfg: dict | None = None,
                  se_ratio: float | None = None, scan_backend: str = 'auto', scan_recompute: bool = False,
-                 fused_training: bool = False):
+                 fused_training: bool = True):
         super().__init__()
         if not isinstance(embed_dims, int) or embed_dims <= 0:
             raise ValueError(f'MambaMixer: embed_dims must be a positive int, got {embed_dims!r}.')

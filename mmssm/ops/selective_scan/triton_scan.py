@@ -37,6 +37,9 @@ from .segments import split_length
 # with benchmarks/scan_tune.py on an H100 (docs/benchmarks.md): many state elements per thread (64 channels x 16
 # states on one warp) beat more threads per program at every measured shape.
 FWD_BLOCK_D = 64
+# The other methods' wider step (more registers per channel: 128-168 a thread at 32 channels where zoh has 80)
+# gets fewer channels per program in the whole-sequence forward (docs/benchmarks.md, methodtune)
+FWD_BLOCK_D_METHODS = 32
 FWD_PROGRAMS = 1024
 FWD_WARPS = 1
 # Chunk-parallel forward (long sequences, few sequences): chunks of at least FWD_MIN_CHUNK steps (a multiple of
@@ -885,7 +888,8 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
         common['GAP'] = True
         gap = torch.stack([g.to(torch.float32) for g in gap])  # (directions, batch, L), a few KB
     if chunk_len >= length:
-        block_d = _block_d(per_group, batch, dim, directions, largest=FWD_BLOCK_D, programs=FWD_PROGRAMS)
+        largest = FWD_BLOCK_D if method == 'zoh' else min(FWD_BLOCK_D, FWD_BLOCK_D_METHODS)
+        block_d = _block_d(per_group, batch, dim, directions, largest=largest, programs=FWD_PROGRAMS)
         _scan_fwd_seq_kernel[(batch * dim // block_d, 1, directions)](
             *args, last, last, last, last if gap is None else gap, *offsets, batch, dim, length, per_group, groups,
             n_ckpt, length, 1,
