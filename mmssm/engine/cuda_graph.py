@@ -273,9 +273,22 @@ class CUDAGraphTrainStep:
             groups[i]['lr'] = tensor
         try:
             self._warm_up(static_inputs)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.step_fn(*static_inputs)
+            graph, failure = torch.cuda.CUDAGraph(), None
+            try:
+                with torch.cuda.graph(graph):
+                    try:
+                        static_out = self.step_fn(*static_inputs)
+                    except Exception as error:  # the step's own error, not the broken capture's that follows
+                        failure = error
+            except Exception as error:
+                failure = failure or error
+            if failure is not None:
+                raise RuntimeError(
+                    f'CUDAGraphTrainStep: the step could not be captured in a CUDA graph ({failure!r}). A captured '
+                    f'step must not synchronize with the host: no .item(), no data-dependent shapes, no checks of '
+                    f'tensor values (mmpretrain\'s LabelSmoothLoss checks integer labels with .item(): give it '
+                    f'mixed labels (Mixup / CutMix) or use CrossEntropyLoss). Nothing was trained by the failed '
+                    f'capture.') from failure
         finally:
             for i, (_, value) in self._lr.items():
                 groups[i]['lr'] = value
