@@ -5,6 +5,7 @@ import types
 
 import pytest
 import torch
+from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper
 from torch import nn
 
@@ -54,7 +55,6 @@ def runner_with(optim_wrapper, model=None):
 @pytest.mark.parametrize('make_wrapper, match', [
     (lambda opt: type('AmpLike', (OptimWrapper, ), {})(opt), "AmpLike.*autocast='bfloat16'"),
     (lambda opt: OptimWrapper(opt, accumulative_counts=2), 'accumulative_counts=1'),
-    (lambda opt: OptimWrapper(opt, clip_grad=dict(max_norm=5.0)), 'clip_grad=None'),
 ])
 def test_refused_configurations_name_the_fix(make_wrapper, match):
     model = nn.Linear(3, 2)
@@ -88,3 +88,44 @@ def test_train_py_refuses_cuda_graph_without_a_gpu(monkeypatch):
     cfg = train.build_cfg(train.parse_args([config, '--cuda-graph', '--amp']))
     assert dict(type='mmssm.CUDAGraphTrainHook', autocast='bfloat16') in cfg.custom_hooks
     assert cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper'  # not AmpOptimWrapper
+
+
+class Tiny(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        out = self.fc(inputs)
+        return dict(loss=nn.functional.cross_entropy(out, data_samples)) if mode == 'loss' else out
+
+
+@pytest.mark.parametrize('clip_grad', [None, dict(max_norm=0.05), dict(type='value', clip_value=0.01)])
+def test_the_hooks_step_is_mmengines(clip_grad):
+    """The step the hook captures (run eagerly here) updates the weights as OptimWrapper.update_params does, with
+    or without clip_grad; the norm that MMEngine would log with a host sync comes out with the log variables."""
+    from mmengine.logging import MessageHub
+    torch.manual_seed(0)
+    model, twin = Tiny(), Tiny()
+    twin.load_state_dict(model.state_dict())
+    copy = (lambda: dict(clip_grad)) if clip_grad else (lambda: None)  # (OptimWrapper pops 'type' from it)
+    wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=0.1), clip_grad=copy())
+    twin_wrapper = OptimWrapper(torch.optim.AdamW(twin.parameters(), lr=0.1), clip_grad=copy())
+    hook = CUDAGraphTrainHook()
+    hook._model, hook._optim_wrapper = model, wrapper
+    hub = MessageHub.get_current_instance()
+    for _ in range(3):
+        data = dict(inputs=torch.randn(8, 4), data_samples=torch.randint(0, 3, (8,)))
+        hook._data, hook._slots = data, tensor_slots(data)
+        log_vars = hook._run(*(t.clone() for _, _, t in hook._slots))
+        twin_loss, twin_vars = twin.parse_losses(twin._run_forward(data, mode='loss'))
+        twin_wrapper.update_params(twin_loss)
+        torch.testing.assert_close(log_vars['loss'], twin_vars['loss'], rtol=0, atol=0)
+        if clip_grad and 'max_norm' in clip_grad:
+            assert log_vars['grad_norm'].item() == pytest.approx(hub.get_scalar('train/grad_norm').current())
+            assert log_vars['grad_norm'].item() > clip_grad['max_norm']  # (so the clip did act)
+        else:
+            assert 'grad_norm' not in log_vars
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert all(p.grad is None for p in model.parameters())

@@ -151,3 +151,28 @@ def test_cuda_graph_training_follows_the_eager_run(data_root, tmp_path):
     failed = run(['tools/train.py', CONFIG, '--work-dir', str(tmp_path / 'smooth'), '--cuda-graph', '--cfg-options',
                   f'train_dataloader.dataset.data_root={data_root}', 'train_cfg.max_epochs=1'])
     assert failed.returncode != 0 and 'could not be captured' in failed.stderr and 'LabelSmoothLoss' in failed.stderr
+
+
+def scalars(work_dir, key):
+    found = {}
+    for path in glob_scalars(work_dir):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if key in record:
+                    found[record['iter']] = record[key]
+    return found
+
+
+@pytest.mark.gpu
+def test_cuda_graph_training_with_clip_grad(data_root, tmp_path):
+    """--cuda-graph with optim_wrapper.clip_grad: the losses and the logged gradient norms equal the eager run's."""
+    config = CONFIG.replace('.py', '_ce_clip.py')
+    train(tmp_path / 'eager', data_root, 'train_cfg.max_epochs=2', config=config)
+    train(tmp_path / 'graph', data_root, 'train_cfg.max_epochs=2', '--cuda-graph', config=config)
+    for key in ('loss', 'grad_norm'):
+        reference, graphed = scalars(tmp_path / 'eager', key), scalars(tmp_path / 'graph', key)
+        assert sorted(graphed) == sorted(reference) == list(range(1, 7)), key
+        for step in reference:
+            assert graphed[step] == pytest.approx(reference[step], rel=1e-3, abs=1e-5), (key, step)
+    assert max(scalars(tmp_path / 'eager', 'grad_norm').values()) > 0.5  # (the clip acted)
