@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain (default: all but the last twenty-seven, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain (default: all but the last twenty-eight, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -136,11 +136,16 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                 run graphtrain 280 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 --max-seconds 3 \
                   --train-models vim_t_triton_autograd,vim_t_triton_autograd_graph,vim_t_triton,vim_t_triton_graph,deit_t,deit_t_graph \
                   --json "$OUT/vim_graph_training.json" ;;  # whole training steps replayed from CUDA graphs
+    autotrain) run autotrain_tests 150 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                 tests/test_tools/test_train.py::test_cuda_graph_training_with_clip_grad
+               run autotrain 240 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 --max-seconds 3 \
+                 --train-models vim_t_cuda_graph,vim_t_triton_graph,vim_t_cuda,vim_t_triton,deit_t_graph,deit_t \
+                 --json "$OUT/vim_auto_training.json" ;;  # (after build) should 'auto' train channels-last now?
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain)"
        exit 2 ;;
   esac
 done
