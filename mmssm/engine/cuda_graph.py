@@ -10,6 +10,7 @@ The outputs are the graph's own buffers, overwritten by the next replay of that 
 them. Anything else runs the model eagerly: autograd on, tensors not on CUDA, more signatures than ``max_graphs``.
 """
 import contextlib
+import itertools
 import warnings
 
 import torch
@@ -119,7 +120,9 @@ class CUDAGraphTrainStep:
     What a graph bakes in must not change between steps. A float ``lr`` of a capturable or fused optimizer (set
     by a scheduler as usual) is followed: the graph reads it from a device tensor that each call updates. The
     other hyperparameters of the groups are checked on every call, and a change raises (call :meth:`reset` to
-    capture again). Host-side randomness inside ``step_fn`` (numpy / Python ``random``, e.g. a mixup ratio) is
+    capture again). A weight, buffer or optimizer state tensor replaced rather than updated in place (``p.data =
+    ...``, an optimizer state loaded from a file) makes the next call capture again, with a warning. Host-side
+    randomness inside ``step_fn`` (numpy / Python ``random``, e.g. a mixup ratio) is
     frozen at capture, so keep it outside; torch's CUDA RNG (dropout, drop path) advances per replay. fp16 with
     a ``GradScaler`` synchronizes with the host and cannot be captured: use bf16.
 
@@ -143,7 +146,7 @@ class CUDAGraphTrainStep:
         self.model, self.optimizer, self.step_fn = model, optimizer, step_fn
         self.warmup, self.max_graphs = warmup, max_graphs
         self._graphs = {}  # signature -> (graph, static inputs, static output)
-        self._hyper = None
+        self._hyper, self._ptrs = None, None
         self._lr = {}  # param group index -> [device tensor the graphs read, the float it holds]
         self._warned = False
 
@@ -210,8 +213,13 @@ class CUDAGraphTrainStep:
                 self._warned = True
             return self.step_fn(*inputs)
         if self._hyper is not None:
-            self._check_hyperparameters()
-            self._sync_lr()
+            if self._storages() != self._ptrs:  # a graph would read the old memory: capture again
+                warnings.warn('CUDAGraphTrainStep: a weight, buffer or optimizer state tensor was replaced (not '
+                              'updated in place) since the capture; capturing the step again.', stacklevel=2)
+                self.reset()
+            else:
+                self._check_hyperparameters()
+                self._sync_lr()
         key = self.signature(inputs)
         entry = self._graphs.get(key)
         if entry is None:
@@ -221,6 +229,13 @@ class CUDAGraphTrainStep:
             static.copy_(x)
         graph.replay()
         return static_out
+
+    def _storages(self) -> list:
+        """Where the weights, buffers and optimizer state live (what the graphs read and write)."""
+        ptrs = [t.data_ptr() for t in itertools.chain(self.model.parameters(), self.model.buffers())]
+        ptrs += [v.data_ptr() for state in self.optimizer.state.values() for v in state.values()
+                 if isinstance(v, torch.Tensor)]
+        return ptrs
 
     def _state(self):
         """Every tensor the warm-up may change: weights, buffers, optimizer state (by parameter and key)."""
@@ -292,7 +307,7 @@ class CUDAGraphTrainStep:
         finally:
             for i, (_, value) in self._lr.items():
                 groups[i]['lr'] = value
-        self._hyper = self._hyperparameters()
+        self._hyper, self._ptrs = self._hyperparameters(), self._storages()
         return graph, static_inputs, static_out
 
     def reset(self):

@@ -1,4 +1,7 @@
-"""CUDAGraphForward: eager wherever a graph cannot serve (CPU, autograd), replay equal to eager on CUDA."""
+"""CUDAGraphForward: eager wherever a graph cannot serve (CPU, autograd), replay equal to eager on CUDA.
+CUDAGraphTrainStep: its warm-up undone, its checks (hyperparameters, replaced storage), and on CUDA a Vim trained
+from a graph as eagerly."""
+import copy
 import warnings
 
 import pytest
@@ -135,6 +138,24 @@ def test_warm_up_zeroes_new_optimizer_state():
     states = list(optimizer.state.values())
     assert len(states) == len(list(model.parameters()))
     assert all(not v.any() for state in states for v in state.values())
+
+
+def test_replaced_storage_is_seen():
+    """What makes a graph recapture: a weight or optimizer state replaced, not updated in place."""
+    model = _net()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _stepper(model, optimizer)(torch.randn(5, 6), torch.randint(0, 3, (5,)))
+    graphed = CUDAGraphTrainStep(model, optimizer, _stepper(model, optimizer))
+    before = graphed._storages()
+    with torch.no_grad():
+        model[0].weight.mul_(0.5)  # in place: what a graph replays into
+        model[1].running_mean.zero_()
+    assert graphed._storages() == before
+    model[0].weight.data = model[0].weight.data.clone()
+    assert graphed._storages() != before
+    before = graphed._storages()
+    optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # new state tensors, as from a checkpoint
+    assert graphed._storages() != before
 
 
 def test_train_step_bad_input_names_the_fix():
