@@ -122,9 +122,9 @@ class CUDAGraphTrainStep:
     other hyperparameters of the groups are checked on every call, and a change raises (call :meth:`reset` to
     capture again). A weight, buffer or optimizer state tensor replaced rather than updated in place (``p.data =
     ...``, an optimizer state loaded from a file) makes the next call capture again, with a warning. Host-side
-    randomness inside ``step_fn`` (numpy / Python ``random``, e.g. a mixup ratio) is
-    frozen at capture, so keep it outside; torch's CUDA RNG (dropout, drop path) advances per replay. fp16 with
-    a ``GradScaler`` synchronizes with the host and cannot be captured: use bf16.
+    randomness inside ``step_fn`` (numpy / Python ``random``, e.g. a mixup ratio) is frozen at capture, so keep
+    it outside; torch's CUDA RNG (dropout, drop path) advances per replay. fp16 with a ``GradScaler``
+    synchronizes with the host and cannot be captured: use bf16.
 
     Args:
         model: the trained module (its state is restored after the warm-up).
