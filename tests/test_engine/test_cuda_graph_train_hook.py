@@ -46,10 +46,29 @@ def test_make_capturable():
     assert not make_capturable(torch.optim.SGD(model.parameters(), lr=0.1))  # no such option
 
 
-def runner_with(optim_wrapper, model=None):
+def runner_with(optim_wrapper, model=None, schedulers=None):
     model = model or nn.Linear(3, 2)
     logger = types.SimpleNamespace(info=lambda message: None)
-    return types.SimpleNamespace(model=model, optim_wrapper=optim_wrapper, logger=logger)
+    return types.SimpleNamespace(model=model, optim_wrapper=optim_wrapper, logger=logger, param_schedulers=schedulers)
+
+
+@pytest.mark.parametrize('optimizer, scheduler, match', [
+    ('SGD', 'CosineAnnealingLR', 'SGD has no capturable option'),
+    ('AdamW', 'CosineAnnealingMomentum', "bakes 'momentum' in"),
+    ('AdamW', 'CosineAnnealingLR', None),  # followed
+])
+def test_schedules_a_graph_cannot_follow_are_refused(optimizer, scheduler, match):
+    from mmengine.optim import scheduler as schedulers
+    model = nn.Linear(3, 2)
+    wrapper = OptimWrapper(getattr(torch.optim, optimizer)(model.parameters(), lr=0.1, betas=(0.9, 0.99))
+                           if optimizer == 'AdamW' else torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    runner = runner_with(wrapper, model, {'': [getattr(schedulers, scheduler)(wrapper, T_max=10)]})
+    if match is None:
+        with pytest.raises(RuntimeError, match='CUDA GPU'):  # past the schedule check, to the CPU refusal
+            CUDAGraphTrainHook().before_train(runner)
+    else:
+        with pytest.raises(ValueError, match=match):
+            CUDAGraphTrainHook().before_train(runner)
 
 
 @pytest.mark.parametrize('make_wrapper, match', [

@@ -9,8 +9,9 @@ inputs and replays it. Schedulers' lr values are followed; hooks (EMA, logging, 
 
 What a graph cannot do is refused at the start with the fix: distributed runs, ``AmpOptimWrapper`` (its
 GradScaler syncs with the host; bf16 autocast needs no scaler: ``autocast='bfloat16'``, which ``--amp`` selects
-with ``--cuda-graph``), gradient accumulation. ``clip_grad`` works: the norm is logged from the graph's output
-(MMEngine's own logging of it would sync).
+with ``--cuda-graph``), gradient accumulation, an lr schedule on an optimizer without ``capturable`` (mmpretrain's
+Lamb, SGD) and schedules of other hyperparameters (momentum). ``clip_grad`` works: the norm is logged from the
+graph's output (MMEngine's own logging of it would sync).
 """
 import contextlib
 
@@ -108,6 +109,7 @@ class CUDAGraphTrainHook(Hook):
         if optim_wrapper._accumulative_counts != 1:
             raise ValueError(f'CUDAGraphTrainHook: accumulative_counts={optim_wrapper._accumulative_counts}; a graph '
                              f'replays whole steps: set optim_wrapper.accumulative_counts=1 or drop --cuda-graph.')
+        self._check_schedulers(runner.param_schedulers, optim_wrapper.optimizer)
         device = next(model.parameters()).device
         if device.type != 'cuda':
             raise RuntimeError(f'CUDAGraphTrainHook: the model is on {device}; CUDA graphs need a CUDA GPU '
@@ -120,6 +122,22 @@ class CUDAGraphTrainHook(Hook):
         model.train_step = self._train_step  # an instance attribute: the class's method returns in after_train
         runner.logger.info(f'CUDAGraphTrainHook: training steps replayed from CUDA graphs '
                            f'(autocast {self.autocast or "off"}); the first iteration of each batch shape captures')
+
+    @staticmethod
+    def _check_schedulers(schedulers, optimizer) -> None:
+        """Refuse, before any step, a schedule the graph could not follow: an lr schedule on an optimizer without
+        the ``capturable`` option (its lr cannot be a device tensor), or any other scheduled hyperparameter."""
+        if isinstance(schedulers, dict):
+            schedulers = [s for group in schedulers.values() for s in group]
+        for scheduler in schedulers or []:
+            name = getattr(scheduler, 'param_name', None)
+            if name is None or (name == 'lr' and 'capturable' in optimizer.defaults):
+                continue
+            why = (f'{type(optimizer).__name__} has no capturable option, so a graph cannot follow its lr'
+                   if name == 'lr' else f'a graph bakes {name!r} in')
+            raise ValueError(f'CUDAGraphTrainHook: {type(scheduler).__name__} schedules {name!r}, and {why}. '
+                             f'Train without --cuda-graph, or with an optimizer that has capturable=True (Adam, '
+                             f'AdamW) and only lr scheduled.')
 
     def after_train(self, runner) -> None:
         if self._step is not None:
