@@ -200,16 +200,23 @@ class CUDAGraphTrainStep:
             raise RuntimeError(f'CUDAGraphTrainStep: the optimizer has {len(now)} param groups, '
                                f'{len(self._hyper)} when captured; call reset() to capture again.')
 
+    def _key(self, inputs):
+        """The graph key of ``inputs`` (None: not all CUDA tensors) and whether a graph serves it."""
+        if not inputs or not all(isinstance(x, torch.Tensor) and x.is_cuda for x in inputs):
+            return None, False
+        key = self.signature(inputs)
+        return key, key in self._graphs or len(self._graphs) < self.max_graphs
+
     def graphed(self, *inputs) -> bool:
         """Whether ``self(*inputs)`` replays (or would capture) a graph rather than stepping eagerly."""
-        return (len(inputs) > 0 and all(isinstance(x, torch.Tensor) and x.is_cuda for x in inputs)
-                and (self.signature(inputs) in self._graphs or len(self._graphs) < self.max_graphs))
+        return self._key(inputs)[1]
 
     def __call__(self, *inputs):
-        if not self.graphed(*inputs):
-            if inputs and all(isinstance(x, torch.Tensor) and x.is_cuda for x in inputs) and not self._warned:
+        key, graphed = self._key(inputs)
+        if not graphed:
+            if key is not None and not self._warned:
                 warnings.warn(f'CUDAGraphTrainStep: more than max_graphs={self.max_graphs} input signatures; '
-                              f'{self.signature(inputs)} and later new ones step eagerly.', stacklevel=2)
+                              f'{key} and later new ones step eagerly.', stacklevel=2)
                 self._warned = True
             return self.step_fn(*inputs)
         if self._hyper is not None:
@@ -220,7 +227,6 @@ class CUDAGraphTrainStep:
             else:
                 self._check_hyperparameters()
                 self._sync_lr()
-        key = self.signature(inputs)
         entry = self._graphs.get(key)
         if entry is None:
             entry = self._graphs[key] = self._capture(inputs)
@@ -313,6 +319,6 @@ class CUDAGraphTrainStep:
     def reset(self):
         """Drop every captured graph (after changing a baked-in hyperparameter, or the weights' storage)."""
         self._graphs.clear()
-        self._hyper = None
+        self._hyper, self._ptrs = None, None
         self._lr = {}
         self._warned = False

@@ -153,7 +153,7 @@ class CUDAGraphTrainHook(Hook):
         device = next(model.parameters()).device
         moved = [t if t.device == device else t.to(device, non_blocking=True) for _, _, t in slots]
         fill_slots(slots, moved)  # (a label left on the CPU by a preprocessor would make every step eager)
-        self._data, self._slots = data, tensor_slots(data)
+        self._data, self._slots = data, [(obj, key, t) for (obj, key, _), t in zip(slots, moved)]
         count = optim_wrapper._inner_count
         log_vars = self._step(*(tensor for _, _, tensor in self._slots))
         optim_wrapper._inner_count = count + 1  # one step, whatever the warm-up and the capture counted
