@@ -358,6 +358,183 @@ std::vector<std::vector<at::Tensor>> selective_scan_bwd(
   return {du, ddelta, dA, dB, dC, dD, dbias, dz};
 }
 
+// The zoh scan over any strides (zoh_strided.cuh), for the Triton path's layouts: the caller (triton_scan.py)
+// allocates the outputs in its layouts; these check what the kernels rely on. Lists with one tensor per
+// direction; z (and dz), dlast may be empty lists.
+namespace {
+
+void check_strided(bool ok, const char* what) { TORCH_CHECK(ok, "selective_scan (cuda, strided zoh): ", what); }
+
+// The parameters common to both directions' calls, from the inputs (shapes, strides, pointers).
+mmssm_scan::StridedScanParams strided_params(
+    const std::vector<at::Tensor>& u, const std::vector<at::Tensor>& delta, const std::vector<at::Tensor>& A,
+    const std::vector<at::Tensor>& B, const std::vector<at::Tensor>& C, const std::vector<at::Tensor>& D,
+    const std::vector<at::Tensor>& delta_bias, const std::vector<at::Tensor>& z, const std::vector<at::Tensor>& ckpt,
+    const at::Tensor& y_like, bool softplus, const std::vector<bool>& reverse, bool a_log, bool forward) {
+  const size_t n = u.size();
+  check_strided(n == 1 || n == 2, "u must be a list of 1 or 2 tensors (one per direction).");
+  for (const auto* list : {&delta, &A, &B, &C, &D, &delta_bias, &ckpt}) {
+    check_strided(list->size() == n, "every list must have one tensor per direction, as u.");
+  }
+  check_strided(reverse.size() == n && (z.empty() || z.size() == n), "reverse and z (or no z) must match u.");
+  const at::Tensor& u0 = u[0];
+  check_strided(u0.is_cuda() && u0.dim() == 3 && A[0].dim() == 2 && B[0].dim() == 4,
+                "u must be a (batch, dim, L) CUDA tensor, A (dim, N), B (batch, groups, N, L).");
+  const int64_t batch = u0.size(0), dim = u0.size(1), length = u0.size(2), state = A[0].size(1);
+  const int64_t groups = B[0].size(1);
+  check_strided(state >= 1 && state <= mmssm_scan::kStridedMaxState, "N must be at most 16.");
+  check_strided(length >= 1 && dim % groups == 0 && (dim / groups) % mmssm_scan::kStridedChannels == 0 &&
+                    batch <= 65535,
+                "a group's channels must be a multiple of 32, batch at most 65535, L at least 1.");
+  check_strided(ckpt[0].dim() == 4 && (ckpt[0].size(2) == (length - 1) / mmssm_scan::kChunk ||
+                                       (forward && ckpt[0].size(2) == 0)),
+                "ckpt must be (batch, dim, chunks - 1, N): the state after every 32nd step but the last (or, "
+                "forward, (batch, dim, 0, N): none saved).");
+  const auto dtype = u0.scalar_type();
+  input_type(dtype);
+  for (size_t i = 0; i < n; ++i) {
+    for (const at::Tensor* t : {&u[i], &delta[i], &B[i], &C[i]}) {
+      check_strided(t->scalar_type() == dtype && t->device() == u0.device(),
+                    "u, delta, B and C must share u's dtype and device.");
+    }
+    check_strided(u[i].sizes() == u0.sizes() && u[i].strides() == u0.strides() && delta[i].strides() == u0.strides(),
+                  "u and delta must have one shape and set of strides in every direction.");
+    check_strided(B[i].sizes() == B[0].sizes() && B[i].strides() == B[0].strides() &&
+                      C[i].strides() == B[0].strides() && A[i].strides() == A[0].strides(),
+                  "B and C must share one set of strides, and A in every direction.");
+    for (const at::Tensor* t : {&A[i], &D[i], &delta_bias[i], &ckpt[i]}) {
+      check_strided(t->scalar_type() == at::kFloat && t->device() == u0.device(),
+                    "A, D, delta_bias and ckpt must be float32 on u's device.");
+    }
+    check_strided(D[i].is_contiguous() && delta_bias[i].is_contiguous() && ckpt[i].is_contiguous(),
+                  "D, delta_bias and ckpt must be contiguous.");
+    if (!z.empty()) {
+      check_strided(z[i].scalar_type() == dtype && z[i].sizes() == u0.sizes() && z[i].strides() == z[0].strides(),
+                    "z must have u's dtype and shape and one set of strides in every direction.");
+    }
+  }
+  mmssm_scan::StridedScanParams p;
+  p.batch = static_cast<int>(batch);
+  p.dim = static_cast<int>(dim);
+  p.length = static_cast<int>(length);
+  p.state = static_cast<int>(state);
+  p.per_group = static_cast<int>(dim / groups);
+  p.n_ckpt = static_cast<int>(ckpt[0].size(2));
+  p.softplus = softplus ? 1 : 0;
+  p.a_log = a_log ? 1 : 0;
+  p.ndir = static_cast<int>(n);
+  p.x_sb = u0.stride(0), p.x_sd = u0.stride(1), p.x_sl = u0.stride(2);
+  const at::Tensor& zs = z.empty() ? u0 : z[0];
+  p.z_sb = zs.stride(0), p.z_sd = zs.stride(1), p.z_sl = zs.stride(2);
+  p.y_sb = y_like.stride(0), p.y_sd = y_like.stride(1), p.y_sl = y_like.stride(2);
+  p.bc_sb = B[0].stride(0), p.bc_sg = B[0].stride(1), p.bc_sn = B[0].stride(2), p.bc_sl = B[0].stride(3);
+  p.a_sd = A[0].stride(0), p.a_sn = A[0].stride(1);
+  for (size_t i = 0; i < n; ++i) {
+    auto& q = p.dir[i];
+    q.u = u[i].data_ptr(), q.delta = delta[i].data_ptr(), q.B = B[i].data_ptr(), q.C = C[i].data_ptr();
+    q.A = A[i].data_ptr<float>(), q.D = D[i].data_ptr<float>(), q.delta_bias = delta_bias[i].data_ptr<float>();
+    q.ckpt = ckpt[i].data_ptr<float>();
+    if (!z.empty()) q.z = z[i].data_ptr();
+    q.reverse = reverse[i] ? 1 : 0;
+  }
+  return p;
+}
+
+// Every tensor of the list has the shape (and dtype) of like and one set of strides.
+void check_outputs(const std::vector<at::Tensor>& list, const at::Tensor& like, at::ScalarType dtype,
+                   const char* what) {
+  for (const auto& t : list) {
+    check_strided(t.sizes() == like.sizes() && t.strides() == list[0].strides() && t.scalar_type() == dtype &&
+                      t.device() == like.device(),
+                  what);
+  }
+}
+
+}  // namespace
+
+void zoh_fwd_strided(const std::vector<at::Tensor>& u, const std::vector<at::Tensor>& delta,
+                     const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& B,
+                     const std::vector<at::Tensor>& C, const std::vector<at::Tensor>& D,
+                     const std::vector<at::Tensor>& delta_bias, const std::vector<at::Tensor>& z, bool softplus,
+                     const std::vector<bool>& reverse, bool a_log, const std::vector<at::Tensor>& out,
+                     const std::vector<at::Tensor>& last, const std::vector<at::Tensor>& ckpt) {
+  check_strided(out.size() == u.size() && last.size() == u.size(), "out and last must have one tensor a direction.");
+  auto p = strided_params(u, delta, A, B, C, D, delta_bias, z, ckpt, out[0], softplus, reverse, a_log, true);
+  check_outputs(out, u[0], u[0].scalar_type(), "out must be (batch, dim, L) of u's dtype, one set of strides.");
+  for (size_t i = 0; i < u.size(); ++i) {
+    check_strided(last[i].is_contiguous() && last[i].numel() == int64_t(p.batch) * p.dim * p.state &&
+                      last[i].scalar_type() == at::kFloat,
+                  "last must be contiguous (batch, dim, N) float32.");
+    p.dir[i].out = out[i].data_ptr();
+    p.dir[i].last = last[i].data_ptr<float>();
+    if (p.n_ckpt == 0) p.dir[i].ckpt = nullptr;
+  }
+  const c10::cuda::CUDAGuard guard(u[0].device());
+  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  using mmssm_scan::InputType;
+  switch (input_type(u[0].scalar_type())) {
+    case InputType::kFloat32: mmssm_scan::launch_zoh_forward_strided<InputType::kFloat32>(p, !z.empty(), stream); break;
+    case InputType::kFloat16: mmssm_scan::launch_zoh_forward_strided<InputType::kFloat16>(p, !z.empty(), stream); break;
+    case InputType::kBFloat16: mmssm_scan::launch_zoh_forward_strided<InputType::kBFloat16>(p, !z.empty(), stream); break;
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void zoh_bwd_strided(const std::vector<at::Tensor>& dout, const std::vector<at::Tensor>& u,
+                     const std::vector<at::Tensor>& delta, const std::vector<at::Tensor>& A,
+                     const std::vector<at::Tensor>& B, const std::vector<at::Tensor>& C,
+                     const std::vector<at::Tensor>& D, const std::vector<at::Tensor>& delta_bias,
+                     const std::vector<at::Tensor>& z, const std::vector<at::Tensor>& ckpt,
+                     const std::vector<at::Tensor>& dlast, bool softplus, const std::vector<bool>& reverse,
+                     const std::vector<at::Tensor>& du, const std::vector<at::Tensor>& ddelta,
+                     const std::vector<at::Tensor>& dz, const std::vector<at::Tensor>& dA,
+                     const std::vector<at::Tensor>& dB, const std::vector<at::Tensor>& dC,
+                     const std::vector<at::Tensor>& dD, const std::vector<at::Tensor>& ddelta_bias) {
+  const size_t n = u.size();
+  for (const auto* list : {&dout, &du, &ddelta, &dA, &dB, &dC, &dD, &ddelta_bias}) {
+    check_strided(list->size() == n, "every gradient list must have one tensor per direction, as u.");
+  }
+  check_strided(dz.size() == z.size() && (dlast.empty() || dlast.size() == n), "dz must match z, dlast u or none.");
+  auto p = strided_params(u, delta, A, B, C, D, delta_bias, z, ckpt, dout[0], softplus, reverse, false, false);
+  const auto dtype = u[0].scalar_type();
+  check_outputs(dout, u[0], dtype, "dout must be (batch, dim, L) of u's dtype, one set of strides.");
+  for (const auto* list : {&du, &ddelta, &dz}) {
+    check_outputs(*list, u[0], dtype, "du, ddelta and dz must be (batch, dim, L) of u's dtype.");
+    check_strided(list->empty() || (*list)[0].strides() == u[0].strides(), "du, ddelta and dz must have u's strides.");
+  }
+  const int64_t bc_numel = int64_t(p.batch) * (p.dim / mmssm_scan::kStridedChannels) * p.state * p.length;
+  for (size_t i = 0; i < n; ++i) {
+    for (const at::Tensor* t : {&dA[i], &dB[i], &dC[i], &dD[i], &ddelta_bias[i]}) {
+      check_strided(t->is_contiguous() && t->scalar_type() == at::kFloat && t->device() == u[0].device(),
+                    "dA, dB, dC, dD and ddelta_bias must be contiguous float32 on u's device.");
+    }
+    check_strided(dB[i].numel() == bc_numel && dC[i].numel() == bc_numel && dA[i].numel() == A[i].numel() &&
+                      dD[i].numel() == p.dim && ddelta_bias[i].numel() == p.dim,
+                  "dB and dC must be (batch, dim / 32, N, L), dA (dim, N), dD and ddelta_bias (dim,).");
+    if (!dlast.empty()) {
+      check_strided(dlast[i].scalar_type() == at::kFloat && dlast[i].is_contiguous() &&
+                        dlast[i].numel() == int64_t(p.batch) * p.dim * p.state,
+                    "dlast must be contiguous (batch, dim, N) float32.");
+    }
+    auto& q = p.dir[i];
+    q.dout = dout[i].data_ptr();
+    q.dlast = dlast.empty() ? nullptr : dlast[i].data_ptr<float>();
+    q.du = du[i].data_ptr(), q.ddelta = ddelta[i].data_ptr();
+    q.dA = dA[i].data_ptr<float>(), q.dB = dB[i].data_ptr<float>(), q.dC = dC[i].data_ptr<float>();
+    q.dD = dD[i].data_ptr<float>(), q.ddelta_bias = ddelta_bias[i].data_ptr<float>();
+    if (!dz.empty()) q.dz = dz[i].data_ptr();
+  }
+  const c10::cuda::CUDAGuard guard(u[0].device());
+  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  using mmssm_scan::InputType;
+  switch (input_type(dtype)) {
+    case InputType::kFloat32: mmssm_scan::launch_zoh_backward_strided<InputType::kFloat32>(p, !z.empty(), stream); break;
+    case InputType::kFloat16: mmssm_scan::launch_zoh_backward_strided<InputType::kFloat16>(p, !z.empty(), stream); break;
+    case InputType::kBFloat16: mmssm_scan::launch_zoh_backward_strided<InputType::kBFloat16>(p, !z.empty(), stream); break;
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmssm selective-scan CUDA kernels (see mmssm/ops/selective_scan/cuda_scan.py)";
   m.def("fwd", &selective_scan_fwd, "selective scan forward, one or two directions",
@@ -368,6 +545,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("dout"), py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"),
         py::arg("delta_bias"), py::arg("z"), py::arg("softplus"), py::arg("method"), py::arg("reverse"),
         py::arg("saved"), py::arg("dlast_state"), py::arg("segment_length") = 0);
+  m.def("zoh_fwd_strided", &zoh_fwd_strided, "zoh selective-scan forward over any strides (the Triton path's)",
+        py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"),
+        py::arg("delta_bias"), py::arg("z"), py::arg("softplus"), py::arg("reverse"), py::arg("a_log"),
+        py::arg("out"), py::arg("last"), py::arg("ckpt"));
+  m.def("zoh_bwd_strided", &zoh_bwd_strided, "zoh selective-scan backward over any strides (the Triton path's)",
+        py::arg("dout"), py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"),
+        py::arg("delta_bias"), py::arg("z"), py::arg("ckpt"), py::arg("dlast"), py::arg("softplus"),
+        py::arg("reverse"), py::arg("du"), py::arg("ddelta"), py::arg("dz"), py::arg("dA"), py::arg("dB"),
+        py::arg("dC"), py::arg("dD"), py::arg("ddelta_bias"));
   m.attr("CHUNK") = mmssm_scan::kChunk;
   m.attr("MAX_STATE") = mmssm_scan::kMaxState;
 }

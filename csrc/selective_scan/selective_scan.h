@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace mmssm_scan {
 
 // Order of mmssm.ops.selective_scan.METHODS.
@@ -64,6 +66,35 @@ struct ScanParams {
   DirectionParams dir[2];
 };
 
+// The zoh scan over any strides (zoh_strided.cuh): the layouts of the Triton path (channels-last u, delta, z;
+// B and C as column slices of x_proj's output), whole sequence, N <= 16, one thread a channel with every state in
+// its registers. Strides in elements; u, delta (and du, ddelta, dz) share one set (x_*); y_* are those of out
+// (forward) or dout (backward).
+struct StridedScanParams {
+  int batch = 0, dim = 0, length = 0, state = 0, per_group = 0, n_ckpt = 0, softplus = 0, ndir = 1, a_log = 0;
+  int64_t x_sb = 0, x_sd = 0, x_sl = 0, z_sb = 0, z_sd = 0, z_sl = 0, y_sb = 0, y_sd = 0, y_sl = 0;
+  int64_t bc_sb = 0, bc_sg = 0, bc_sn = 0, bc_sl = 0, a_sd = 0, a_sn = 0;
+  struct Direction {
+    // inputs: u, delta, z, B, C of the input dtype; A (dim, N) float32 (log(-A) with a_log), D, delta_bias (dim,)
+    // float32; ckpt (batch, dim, n_ckpt, N) float32: the state after every 32nd step but the last (written by
+    // the forward when not null, read by the backward); dlast (batch, dim, N) float32 or null
+    const void *u = nullptr, *delta = nullptr, *z = nullptr, *B = nullptr, *C = nullptr;
+    const float *A = nullptr, *D = nullptr, *delta_bias = nullptr, *dlast = nullptr;
+    float* ckpt = nullptr;
+    // forward: out of the input dtype, last (batch, dim, N) float32
+    void* out = nullptr;
+    float* last = nullptr;
+    // backward: dout, du, ddelta, dz of the input dtype; dB, dC (batch, dim / 32, N, L) float32 per 32-channel
+    // block (summed over a group's blocks by the caller); dA (dim, N), dD, ddelta_bias (dim,) float32, added to
+    const void* dout = nullptr;
+    void *du = nullptr, *ddelta = nullptr, *dz = nullptr;
+    float *dB = nullptr, *dC = nullptr, *dA = nullptr, *dD = nullptr, *ddelta_bias = nullptr;
+    int reverse = 0;
+  } dir[2];
+};
+constexpr int kStridedMaxState = 16;
+constexpr int kStridedChannels = 32;  // channels per block (one warp)
+
 // Defined in selective_scan_kernels.cuh, instantiated for float, __half and __nv_bfloat16 (as InputTag below)
 // in selective_scan_{fwd,bwd}_{fp32,fp16,bf16}.cu.
 enum class InputType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
@@ -72,5 +103,9 @@ template <InputType IT>
 void launch_forward(const ScanParams& params, int method, cudaStream_t stream);
 template <InputType IT>
 void launch_backward(const ScanParams& params, int method, cudaStream_t stream);
+template <InputType IT>
+void launch_zoh_forward_strided(const StridedScanParams& params, bool has_z, cudaStream_t stream);
+template <InputType IT>
+void launch_zoh_backward_strided(const StridedScanParams& params, bool has_z, cudaStream_t stream);
 
 }  // namespace mmssm_scan

@@ -61,6 +61,10 @@ BWD_SEGMENT_L = None
 # BWD_BC_PARTIAL_BLOCKS programs (the buffer grows with them), else added atomically.
 BWD_BC_PARTIAL = True
 BWD_BC_PARTIAL_BLOCKS = 64
+# The whole-sequence zoh scan (forward without gaps, backward) runs the CUDA extension's strided kernels
+# (csrc/selective_scan/zoh_strided.cuh: one thread a channel, one layout) when the extension is built, N is 9-16,
+# a group's channels are a multiple of 32 and B, C have u's dtype; MMSSM_TRITON_CUDA_ZOH=0 keeps it on Triton.
+FWD_CUDA_ZOH = BWD_CUDA_ZOH = os.environ.get('MMSSM_TRITON_CUDA_ZOH', '1') != '0'
 _TAYLOR_TERMS = 11  # as discretize.py for float32
 
 
@@ -887,7 +891,14 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     if gap is not None:
         common['GAP'] = True
         gap = torch.stack([g.to(torch.float32) for g in gap])  # (directions, batch, L), a few KB
-    if chunk_len >= length:
+    ext = _strided_extension(FWD_CUDA_ZOH, method_index, chunk_len >= length and gap is None, u[0], B[0], C[0],
+                             per_group, state)
+    if ext is not None:
+        A = _same_strides([a.float() for a in A])
+        ext.zoh_fwd_strided(u, delta, A, B, C, [t.float().contiguous() for t in D],
+                            [t.float().contiguous() for t in delta_bias], z, bool(softplus), [bool(r) for r in reverse],
+                            a_log, list(out.unbind(0)), list(last.unbind(0)), list(ckpt.unbind(0)))
+    elif chunk_len >= length:
         largest = FWD_BLOCK_D if method == 'zoh' else min(FWD_BLOCK_D, FWD_BLOCK_D_METHODS)
         block_d = _block_d(per_group, batch, dim, directions, largest=largest, programs=FWD_PROGRAMS)
         _scan_fwd_seq_kernel[(batch * dim // block_d, 1, directions)](
@@ -934,6 +945,17 @@ def backward_segment_length(batch: int, dim: int, directions: int, length: int) 
                          directions, length)
 
 
+def _strided_extension(enabled, method_index, whole, u, B, C, per_group, state):
+    """The CUDA extension when its strided zoh kernels take this call (``whole``: the sequence in one piece and no
+    other option; see FWD_CUDA_ZOH), else None."""
+    if not (enabled and whole and method_index == 0 and 8 < state <= 16 and per_group % 32 == 0
+            and B.dtype == u.dtype == C.dtype and u.is_cuda and not _interpreting()):
+        return None
+    from . import cuda_scan
+    ext = cuda_scan.extension()
+    return ext if ext is not None and hasattr(ext, 'zoh_bwd_strided') else None
+
+
 def _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups):
     """What each segment's first steps give to u and B at the k steps before it (the kernel stores them per
     segment), added at those steps: scan positions s - 1 .. s - k of every segment start s > 0."""
@@ -969,9 +991,23 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     n_ckpt = checkpoint_count(length)
     if n_ckpt and saved[0].shape[-2] != n_ckpt:
         raise RuntimeError('mmssm triton scan: the forward did not save the checkpoints its backward needs')
-    ckpt = torch.stack(saved) if n_ckpt else dA
     dout = _same_strides(list(dout))
     has_dlast = len(dlast_state) > 0
+    seg_len = backward_segment_length(batch, dim, directions, length)
+    n_segs = -(-length // seg_len)
+    ext = _strided_extension(BWD_CUDA_ZOH, method_index, n_segs == 1, u[0], B[0], C[0], dim // groups, state)
+    if ext is not None:  # the CUDA kernel: dB / dC per 32 channels, summed below
+        dB, dC = (torch.empty((directions, batch, dim // 32, state, length), device=device, dtype=torch.float32)
+                  for _ in range(2))
+        ckpts = [t.contiguous() for t in saved] if n_ckpt else [dA.new_empty((batch, dim, 0, state))] * directions
+        ext.zoh_bwd_strided(
+            dout, u, delta, A, B, C, [t.float().contiguous() for t in D], [t.float().contiguous() for t in delta_bias],
+            z, ckpts, [g.float().contiguous() for g in dlast_state], bool(softplus), [bool(r) for r in reverse],
+            list(du.unbind(0)), list(ddelta.unbind(0)), list(dz.unbind(0)) if has_z else [], list(dA.unbind(0)),
+            list(dB.unbind(0)), list(dC.unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)))
+        return _gradients(du, ddelta, dA, _group_sums(dB, groups), _group_sums(dC, groups), dD, dbias, dz, has_z,
+                          B[0].dtype)
+    ckpt = torch.stack(saved) if n_ckpt else dA
     dlast = torch.stack([g.float() for g in dlast_state]).contiguous() if has_dlast else dA
     n_pad = max(2, next_power_of_2(state))
     common = dict(N=state, N_PAD=n_pad, METHOD=method_index, K=k, HAS_Z=has_z, SOFTPLUS=bool(softplus),
@@ -980,8 +1016,6 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
                _offset(D), _offset(delta_bias), _offset(dout), int(reverse[0]), int(reverse[-1]),
                *_strides(u, z, B), *dout[0].stride(), *A[0].stride())
     inputs = (u[0], delta[0], z[0] if has_z else u[0], A[0], B[0], C[0], D[0], delta_bias[0], dout[0], ckpt, dlast)
-    seg_len = backward_segment_length(batch, dim, directions, length)
-    n_segs = -(-length // seg_len)
     block_d = _block_d(dim // groups, batch, dim, directions, largest=BWD_BLOCK_D,
                        programs=BWD_PROGRAMS // n_segs)
     programs = batch * dim // block_d
@@ -1017,9 +1051,20 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
                                                   HAS_INIT=has_dlast)
         _scan_bwd_seq_kernel[grid](*inputs, *grads, *buffers, *offsets, *scalars, PHASE=2, **launch)
     if partial:
-        dB, dC = (t.view(directions, batch, groups, blocks // groups, state, length).sum(3) for t in (dB, dC))
+        dB, dC = _group_sums(dB, groups), _group_sums(dC, groups)
     if n_segs > 1 and k:
         _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups)
-    return (list(du.unbind(0)), list(ddelta.unbind(0)), list(dA.unbind(0)), list(dB.to(B[0].dtype).unbind(0)),
-            list(dC.to(C[0].dtype).unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)),
+    return _gradients(du, ddelta, dA, dB, dC, dD, dbias, dz, has_z, B[0].dtype)
+
+
+def _group_sums(partial, groups):
+    """(directions, batch, blocks, N, L) sums per program -> (directions, batch, groups, N, L)."""
+    directions, batch, blocks = partial.shape[:3]
+    return partial.view(directions, batch, groups, blocks // groups, *partial.shape[3:]).sum(3)
+
+
+def _gradients(du, ddelta, dA, dB, dC, dD, dbias, dz, has_z, bc_dtype):
+    """backward's lists from the (directions, ...) tensors."""
+    return (list(du.unbind(0)), list(ddelta.unbind(0)), list(dA.unbind(0)), list(dB.to(bc_dtype).unbind(0)),
+            list(dC.to(bc_dtype).unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)),
             list(dz.unbind(0)) if has_z else [])

@@ -91,14 +91,15 @@ def check_softplus_tail(method, shift, through_op=False):
     print('ok', label, flush=True)
 
 
-def strided_inputs(batch, dim, length, state, rank, seed):
+def strided_inputs(batch, dim, length, state, rank, seed, dtype=torch.float32):
     """A Vim block's scan inputs in the layouts its matmuls produce, per direction: u and delta (batch, dim, L)
     views of (batch, L, dim) tensors; B and C (batch, 1, N, L) slices of one (batch, L, rank + 2N) x_proj output;
-    z one (batch, dim, L) slice of a (batch, L, 2 dim) in_proj output, shared by both directions."""
+    z one (batch, dim, L) slice of a (batch, L, 2 dim) in_proj output, shared by both directions. ``dtype``: of
+    those activations (A, D and the bias stay float32)."""
     g = torch.Generator().manual_seed(seed)
 
-    def randn(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).to(DEVICE).requires_grad_()
+    def randn(*shape, scale=1.0, dtype=dtype):
+        return (torch.randn(*shape, generator=g) * scale).to(DEVICE, dtype).requires_grad_()
 
     xz = randn(batch, length, 2 * dim)
     leaves = dict(xz=xz)
@@ -107,7 +108,7 @@ def strided_inputs(batch, dim, length, state, rank, seed):
         u, delta = randn(batch, length, dim), randn(batch, length, dim, scale=0.5)
         x_dbl = randn(batch, length, rank + 2 * state)
         A = (-torch.rand(dim, state, generator=g) - 0.5).to(DEVICE).requires_grad_()
-        D, bias = randn(dim), randn(dim, scale=0.5)
+        D, bias = randn(dim, dtype=torch.float32), randn(dim, scale=0.5, dtype=torch.float32)
         leaves.update({f'u{d}': u, f'delta{d}': delta, f'x_dbl{d}': x_dbl, f'A{d}': A, f'D{d}': D, f'bias{d}': bias})
         B = x_dbl[..., rank:rank + state].transpose(1, 2).unsqueeze(1)
         C = x_dbl[..., rank + state:].transpose(1, 2).unsqueeze(1)
