@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedbwd (default: all but the last twenty-nine, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh (default: all but the last twenty-nine, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -141,22 +141,22 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                run autotrain 240 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 --max-seconds 3 \
                  --train-models vim_t_cuda_graph,vim_t_triton_graph,vim_t_cuda,vim_t_triton,deit_t_graph,deit_t \
                  --json "$OUT/vim_auto_training.json" ;;  # (after build) should 'auto' train channels-last now?
-    stridedbwd) run stridedbwd_tests 240 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
-                  tests/test_ops/test_selective_scan/test_strided_backward.py \
-                  tests/test_models/test_layers/test_mamba_mixer_channels_last.py
-                run stridedbwd_scan 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
-                  --repeats 5 --variants default BWD_CUDA_ZOH=0
-                run stridedbwd_train 200 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 \
-                  --max-seconds 3 --train-models vim_t_triton_graph,vim_t_triton,deit_t_graph,deit_t \
-                  --json "$OUT/vim_strided_training.json"
-                run stridedbwd_train_triton 120 env MMSSM_TRITON_BWD_CUDA=0 python benchmarks/vim_gpu.py \
+    stridedzoh) run stridedzoh_tests 200 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                  tests/test_ops/test_selective_scan/test_strided_zoh.py \
+                  tests/test_models/test_layers/test_mamba_mixer_channels_last.py tests/test_engine/test_cuda_graph.py
+                run stridedzoh_scan 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
+                  --repeats 5 --variants default FWD_CUDA_ZOH=0 BWD_CUDA_ZOH=0 FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
+                run stridedzoh_vim 200 python benchmarks/vim_gpu.py --models vim_t_triton_graph,vim_t_triton,deit_t_graph \
+                  --sizes 224:128 --max-seconds 3 --train-models vim_t_triton_graph,vim_t_triton,deit_t_graph,deit_t \
+                  --json "$OUT/vim_strided_zoh.json"
+                run stridedzoh_vim_triton 120 env MMSSM_TRITON_CUDA_ZOH=0 python benchmarks/vim_gpu.py \
                   --models vim_t_triton_graph --sizes 224:128 --max-seconds 3 --train-models vim_t_triton_graph \
-                  --json "$OUT/vim_triton_training.json" ;;  # (after build) the CUDA zoh backward on the Triton path
+                  --json "$OUT/vim_triton_zoh.json" ;;  # (after build) the strided CUDA zoh kernels on the Triton path
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedbwd)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh)"
        exit 2 ;;
   esac
 done
