@@ -147,7 +147,7 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                 run stridedzoh_scan 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
                   --repeats 5 --variants default FWD_CUDA_ZOH=0 BWD_CUDA_ZOH=0 FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
                 run stridedzoh_vim 200 python benchmarks/vim_gpu.py --models vim_t_triton_graph,vim_t_triton,deit_t_graph \
-                  --sizes 224:128 --max-seconds 3 --train-models vim_t_triton_graph,vim_t_triton,deit_t_graph,deit_t \
+                  --sizes 224:128 --max-seconds 3 --train-models vim_t_triton_graph,vim_t_triton,vim_t_cuda_graph,deit_t_graph,deit_t \
                   --json "$OUT/vim_strided_zoh.json"
                 run stridedzoh_vim_triton 120 env MMSSM_TRITON_CUDA_ZOH=0 python benchmarks/vim_gpu.py \
                   --models vim_t_triton_graph --sizes 224:128 --max-seconds 3 --train-models vim_t_triton_graph \
