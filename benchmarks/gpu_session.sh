@@ -144,6 +144,7 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
     stridedzoh) run stridedzoh_tests 200 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
                   tests/test_ops/test_selective_scan/test_strided_zoh.py \
                   tests/test_models/test_layers/test_mamba_mixer_channels_last.py tests/test_engine/test_cuda_graph.py
+                run stridedzoh_conv 60 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384
                 run stridedzoh_scan 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
                   --repeats 5 --variants default FWD_CUDA_ZOH=0 BWD_CUDA_ZOH=0 FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
                 run stridedzoh_vim 200 python benchmarks/vim_gpu.py --models vim_t_triton_graph,vim_t_triton,deit_t_graph \

@@ -117,6 +117,11 @@ if triton is not None:
                        mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
 
     @triton.jit
+    def _tap_weight(w_rows, channels, channel_mask, k: tl.constexpr, K: tl.constexpr):
+        """w[:, k] of the program's channels as a (1, BLOCK_D) row, float32."""
+        return tl.load(w_rows + channels * K + k, mask=channel_mask, other=0.0).to(tl.float32)[None, :]
+
+    @triton.jit
     def _pre_activation(x_rows, x_sl, w_rows, b_rows, steps, channels, channel_mask, mode, left, length,
                         K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
         acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
@@ -164,9 +169,17 @@ if triton is not None:
         _steps, channels, channel_mask, direction, batch, mode, left = _tile(batch_size, dim, mode0, mode1, K,
                                                                               BLOCK_L, BLOCK_D)
         x_rows = x_ptr + direction * x_off + batch * x_sb
+        w_rows = w_ptr + direction * w_off
         base = (direction * batch_size + batch) * length
         taps = tl.arange(0, K_PAD)
         sums = tl.zeros([BLOCK_D, K_PAD], dtype=tl.float32)  # per channel: sum g x_k (k < K), sum g (k = K)
+        # K <= 4: the products summed elementwise over the segment's tiles, and over the steps once at the end (a
+        # sum over a tile's steps crosses the threads); each tap's input is loaded once for pre and the sums
+        acc0 = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+        acc1 = acc0
+        acc2 = acc0
+        acc3 = acc0
+        acc_g = acc0
         segment = tl.program_id(0)
         for start in range(segment * seg_len, tl.minimum(segment * seg_len + seg_len, length), BLOCK_L):
             steps = tl.arange(0, BLOCK_L) + start
@@ -174,17 +187,58 @@ if triton is not None:
             tile = (base + steps.to(tl.int64))[:, None] * dim + channels[None, :]
             tile_mask = step_mask[:, None] & channel_mask[None, :]
             g = tl.load(dout_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
-            if SILU:
-                pre = _pre_activation(x_rows, x_sl, w_ptr + direction * w_off, b_ptr + direction * b_off, steps,
-                                      channels, channel_mask, mode, left, length, K, HAS_BIAS, BLOCK_L, BLOCK_D)
-                sig = tl.sigmoid(pre)
-                g = g * sig * (1.0 + pre * (1.0 - sig))
-            g = tl.where(tile_mask, g, 0.0)
-            tl.store(gpre_ptr + tile, g, mask=tile_mask)
-            for k in tl.static_range(K):
-                xv = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K)
-                sums += tl.where(taps[None, :] == k, tl.sum(g * xv, axis=0)[:, None], 0.0)
-            sums += tl.where(taps[None, :] == K, tl.sum(g, axis=0)[:, None], 0.0)
+            if K <= 4:
+                x0 = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, 0, K)
+                x1 = x0
+                x2 = x0
+                x3 = x0
+                if K > 1:
+                    x1 = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, 1, K)
+                if K > 2:
+                    x2 = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, 2, K)
+                if K > 3:
+                    x3 = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, 3, K)
+                if SILU:
+                    pre = _tap_weight(w_rows, channels, channel_mask, 0, K) * x0
+                    if K > 1:
+                        pre += _tap_weight(w_rows, channels, channel_mask, 1, K) * x1
+                    if K > 2:
+                        pre += _tap_weight(w_rows, channels, channel_mask, 2, K) * x2
+                    if K > 3:
+                        pre += _tap_weight(w_rows, channels, channel_mask, 3, K) * x3
+                    if HAS_BIAS:
+                        pre += tl.load(b_ptr + direction * b_off + channels, mask=channel_mask,
+                                       other=0.0).to(tl.float32)[None, :]
+                    sig = tl.sigmoid(pre)
+                    g = g * sig * (1.0 + pre * (1.0 - sig))
+                g = tl.where(tile_mask, g, 0.0)
+                tl.store(gpre_ptr + tile, g, mask=tile_mask)
+                acc0 += g * x0
+                acc1 += g * x1
+                acc2 += g * x2
+                acc3 += g * x3
+                acc_g += g
+            else:  # (any K: a sum over the tile's steps per tap)
+                if SILU:
+                    pre = _pre_activation(x_rows, x_sl, w_rows, b_ptr + direction * b_off, steps, channels,
+                                          channel_mask, mode, left, length, K, HAS_BIAS, BLOCK_L, BLOCK_D)
+                    sig = tl.sigmoid(pre)
+                    g = g * sig * (1.0 + pre * (1.0 - sig))
+                g = tl.where(tile_mask, g, 0.0)
+                tl.store(gpre_ptr + tile, g, mask=tile_mask)
+                for k in tl.static_range(K):
+                    xv = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K)
+                    sums += tl.where(taps[None, :] == k, tl.sum(g * xv, axis=0)[:, None], 0.0)
+                sums += tl.where(taps[None, :] == K, tl.sum(g, axis=0)[:, None], 0.0)
+        if K <= 4:
+            sums = tl.where(taps[None, :] == 0, tl.sum(acc0, axis=0)[:, None], 0.0)
+            if K > 1:
+                sums += tl.where(taps[None, :] == 1, tl.sum(acc1, axis=0)[:, None], 0.0)
+            if K > 2:
+                sums += tl.where(taps[None, :] == 2, tl.sum(acc2, axis=0)[:, None], 0.0)
+            if K > 3:
+                sums += tl.where(taps[None, :] == 3, tl.sum(acc3, axis=0)[:, None], 0.0)
+            sums += tl.where(taps[None, :] == K, tl.sum(acc_g, axis=0)[:, None], 0.0)
         rows = ((direction * batch_size + batch) * tl.num_programs(0) + segment) * dim + channels
         tl.store(part_ptr + rows[:, None] * K_PAD + taps[None, :], sums,
                  mask=channel_mask[:, None] & (taps[None, :] <= K))

@@ -41,8 +41,9 @@ def check_conv(device):
     for a, b in zip(torch.autograd.grad((out * g).sum(), params), grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     conv.CL_BWD_PROGRAMS, conv.op_route = programs, route
-    # MambaVision's: the two halves of one output, 'same' padding, an even and an odd kernel, no bias
-    for kernel in (3, 4):
+    # MambaVision's: the two halves of one output, 'same' padding, an even and an odd kernel, no bias (and a
+    # kernel longer than the weight-gradient kernel's four accumulated taps)
+    for kernel in (3, 4, 5):
         weights = [torch.randn(dim, 1, kernel, device=device, requires_grad=True) for _ in range(2)]
         halves = [xz[..., :dim], xz[..., dim:]]
         out = conv1d_channels_last(halves, weights, [None, None], ['same', 'same'], activation='silu')
