@@ -141,18 +141,19 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                run autotrain 240 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 --max-seconds 3 \
                  --train-models vim_t_cuda_graph,vim_t_triton_graph,vim_t_cuda,vim_t_triton,deit_t_graph,deit_t \
                  --json "$OUT/vim_auto_training.json" ;;  # (after build) should 'auto' train channels-last now?
-    stridedzoh) run stridedzoh_tests 150 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
-                  tests/test_ops/test_selective_scan/test_strided_zoh.py \
-                  tests/test_models/test_layers/test_mamba_mixer_channels_last.py
-                run stridedzoh_conv 60 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384
-                run stridedzoh_scan 150 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
+    stridedzoh) run stridedzoh_tests 90 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                  tests/test_ops/test_selective_scan/test_strided_zoh.py
+                run stridedzoh_scan 100 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
                   --repeats 5 --variants default FWD_CUDA_ZOH=0 BWD_CUDA_ZOH=0 FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
                 run stridedzoh_vim 150 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph \
-                  --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph,vim_t_triton,vim_t_cuda_graph,deit_t_graph,deit_t \
+                  --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph,vim_t_triton,vim_t_cuda_graph,deit_t_graph \
                   --json "$OUT/vim_strided_zoh.json"
                 run stridedzoh_vim_triton 60 env MMSSM_TRITON_CUDA_ZOH=0 python benchmarks/vim_gpu.py \
                   --models vim_t_triton_graph --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph \
-                  --json "$OUT/vim_triton_zoh.json" ;;  # (after build) the strided CUDA zoh kernels on the Triton path
+                  --json "$OUT/vim_triton_zoh.json"
+                run stridedzoh_conv 45 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384
+                run stridedzoh_mixer 120 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                  tests/test_models/test_layers/test_mamba_mixer_channels_last.py ;;  # (after build) the strided CUDA zoh kernels
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
