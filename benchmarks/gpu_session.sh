@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh (default: all but the last twenty-nine, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick (default: all but the last thirty, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -154,11 +154,21 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                 run stridedzoh_conv 45 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384
                 run stridedzoh_mixer 120 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
                   tests/test_models/test_layers/test_mamba_mixer_channels_last.py ;;  # (after build) the strided CUDA zoh kernels
+    stridedquick) run stridedzoh_tests 90 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
+                    tests/test_ops/test_selective_scan/test_strided_zoh.py
+                  run stridedzoh_scan 70 python benchmarks/scan_tune.py --shapes 128,384,197,16 --repeats 5 \
+                    --variants default FWD_CUDA_ZOH=0 BWD_CUDA_ZOH=0 FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
+                  run stridedzoh_vim 100 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph \
+                    --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph,deit_t_graph \
+                    --json "$OUT/vim_strided_zoh.json"
+                  run stridedzoh_vim_triton 50 env MMSSM_TRITON_CUDA_ZOH=0 python benchmarks/vim_gpu.py \
+                    --models vim_t_triton_graph --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph \
+                    --json "$OUT/vim_triton_zoh.json" ;;  # stridedzoh's essentials, for a short call
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick)"
        exit 2 ;;
   esac
 done
