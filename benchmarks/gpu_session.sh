@@ -144,21 +144,21 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
     stridedzoh) run stridedzoh_tests 90 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
                   tests/test_ops/test_selective_scan/test_strided_zoh.py
                 run stridedzoh_scan 100 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
-                  --repeats 5 --variants default FWD_CUDA_ZOH=0 BWD_CUDA_ZOH=0 FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
-                run stridedzoh_vim 150 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph \
+                  --repeats 5 --variants FWD_CUDA_ZOH=1,BWD_CUDA_ZOH=1 FWD_CUDA_ZOH=1 BWD_CUDA_ZOH=1 default
+                run stridedzoh_vim 150 env MMSSM_TRITON_CUDA_ZOH=1 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph \
                   --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph,vim_t_triton,vim_t_cuda_graph,deit_t_graph \
                   --json "$OUT/vim_strided_zoh.json"
                 run stridedzoh_vim_triton 60 env MMSSM_TRITON_CUDA_ZOH=0 python benchmarks/vim_gpu.py \
                   --models vim_t_triton_graph --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph \
                   --json "$OUT/vim_triton_zoh.json"
                 run stridedzoh_conv 45 python benchmarks/conv_gpu.py --shapes 128,197,384 8,4096,384
-                run stridedzoh_mixer 120 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                run stridedzoh_mixer 120 env MMSSM_TRITON_CUDA_ZOH=1 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
                   tests/test_models/test_layers/test_mamba_mixer_channels_last.py ;;  # (after build) the strided CUDA zoh kernels
     stridedquick) run stridedzoh_tests 90 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
                     tests/test_ops/test_selective_scan/test_strided_zoh.py
                   run stridedzoh_scan 70 python benchmarks/scan_tune.py --shapes 128,384,197,16 --repeats 5 \
-                    --variants default FWD_CUDA_ZOH=0 BWD_CUDA_ZOH=0 FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
-                  run stridedzoh_vim 100 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph \
+                    --variants FWD_CUDA_ZOH=1,BWD_CUDA_ZOH=1 FWD_CUDA_ZOH=1 BWD_CUDA_ZOH=1 default
+                  run stridedzoh_vim 100 env MMSSM_TRITON_CUDA_ZOH=1 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph \
                     --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph,deit_t_graph \
                     --json "$OUT/vim_strided_zoh.json"
                   run stridedzoh_vim_triton 50 env MMSSM_TRITON_CUDA_ZOH=0 python benchmarks/vim_gpu.py \

@@ -61,10 +61,11 @@ BWD_SEGMENT_L = None
 # BWD_BC_PARTIAL_BLOCKS programs (the buffer grows with them), else added atomically.
 BWD_BC_PARTIAL = True
 BWD_BC_PARTIAL_BLOCKS = 64
-# The whole-sequence zoh scan (forward without gaps, backward) runs the CUDA extension's strided kernels
-# (csrc/selective_scan/zoh_strided.cuh: one thread a channel, one layout) when the extension is built, N is 9-16,
-# a group's channels are a multiple of 32 and B, C have u's dtype; MMSSM_TRITON_CUDA_ZOH=0 keeps it on Triton.
-FWD_CUDA_ZOH = BWD_CUDA_ZOH = os.environ.get('MMSSM_TRITON_CUDA_ZOH', '1') != '0'
+# With MMSSM_TRITON_CUDA_ZOH=1, the whole-sequence zoh scan (forward without gaps, backward) runs the CUDA
+# extension's strided kernels (csrc/selective_scan/zoh_strided.cuh: one thread a channel, one layout) when the
+# extension is built, N is 9-16, a group's channels are a multiple of 32 and B, C have u's dtype. Off by default
+# until their GPU tests (test_strided_zoh.py) have run on a GPU.
+FWD_CUDA_ZOH = BWD_CUDA_ZOH = os.environ.get('MMSSM_TRITON_CUDA_ZOH', '0') == '1'
 _TAYLOR_TERMS = 11  # as discretize.py for float32
 
 
