@@ -365,6 +365,14 @@ namespace {
 
 void check_strided(bool ok, const char* what) { TORCH_CHECK(ok, "selective_scan (cuda, strided zoh): ", what); }
 
+// Whether a and b (one shape) have one layout: equal strides in every dim of size > 1.
+bool same_strides(const at::Tensor& a, const at::Tensor& b) {
+  for (int64_t i = 0; i < a.dim(); ++i) {
+    if (a.size(i) > 1 && a.stride(i) != b.stride(i)) return false;
+  }
+  return true;
+}
+
 // The parameters common to both directions' calls, from the inputs (shapes, strides, pointers).
 mmssm_scan::StridedScanParams strided_params(
     const std::vector<at::Tensor>& u, const std::vector<at::Tensor>& delta, const std::vector<at::Tensor>& A,
@@ -397,10 +405,10 @@ mmssm_scan::StridedScanParams strided_params(
       check_strided(t->scalar_type() == dtype && t->device() == u0.device(),
                     "u, delta, B and C must share u's dtype and device.");
     }
-    check_strided(u[i].sizes() == u0.sizes() && u[i].strides() == u0.strides() && delta[i].strides() == u0.strides(),
+    check_strided(u[i].sizes() == u0.sizes() && same_strides(u[i], u0) && same_strides(delta[i], u0),
                   "u and delta must have one shape and set of strides in every direction.");
-    check_strided(B[i].sizes() == B[0].sizes() && B[i].strides() == B[0].strides() &&
-                      C[i].strides() == B[0].strides() && A[i].strides() == A[0].strides(),
+    check_strided(B[i].sizes() == B[0].sizes() && same_strides(B[i], B[0]) && same_strides(C[i], B[0]) &&
+                      same_strides(A[i], A[0]),
                   "B and C must share one set of strides, and A in every direction.");
     for (const at::Tensor* t : {&A[i], &D[i], &delta_bias[i], &ckpt[i]}) {
       check_strided(t->scalar_type() == at::kFloat && t->device() == u0.device(),
@@ -409,7 +417,7 @@ mmssm_scan::StridedScanParams strided_params(
     check_strided(D[i].is_contiguous() && delta_bias[i].is_contiguous() && ckpt[i].is_contiguous(),
                   "D, delta_bias and ckpt must be contiguous.");
     if (!z.empty()) {
-      check_strided(z[i].scalar_type() == dtype && z[i].sizes() == u0.sizes() && z[i].strides() == z[0].strides(),
+      check_strided(z[i].scalar_type() == dtype && z[i].sizes() == u0.sizes() && same_strides(z[i], z[0]),
                     "z must have u's dtype and shape and one set of strides in every direction.");
     }
   }
@@ -444,7 +452,7 @@ mmssm_scan::StridedScanParams strided_params(
 void check_outputs(const std::vector<at::Tensor>& list, const at::Tensor& like, at::ScalarType dtype,
                    const char* what) {
   for (const auto& t : list) {
-    check_strided(t.sizes() == like.sizes() && t.strides() == list[0].strides() && t.scalar_type() == dtype &&
+    check_strided(t.sizes() == like.sizes() && same_strides(t, list[0]) && t.scalar_type() == dtype &&
                       t.device() == like.device(),
                   what);
   }
@@ -500,7 +508,7 @@ void zoh_bwd_strided(const std::vector<at::Tensor>& dout, const std::vector<at::
   check_outputs(dout, u[0], dtype, "dout must be (batch, dim, L) of u's dtype, one set of strides.");
   for (const auto* list : {&du, &ddelta, &dz}) {
     check_outputs(*list, u[0], dtype, "du, ddelta and dz must be (batch, dim, L) of u's dtype.");
-    check_strided(list->empty() || (*list)[0].strides() == u[0].strides(), "du, ddelta and dz must have u's strides.");
+    check_strided(list->empty() || same_strides((*list)[0], u[0]), "du, ddelta and dz must have u's strides.");
   }
   const int64_t bc_numel = int64_t(p.batch) * (p.dim / mmssm_scan::kStridedChannels) * p.state * p.length;
   for (size_t i = 0; i < n; ++i) {
