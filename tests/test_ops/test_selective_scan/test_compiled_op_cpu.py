@@ -78,6 +78,7 @@ def test_strided_layouts_through_the_triton_interpreter():
     assert stdout.count('ok ') == 3, stdout
 
 
+@pytest.mark.slow  # (about 95 s: in test-slow, keeping make test under 15 minutes on 2 cores)
 @needs_interpreter
 def test_chunk_parallel_forward_through_the_triton_interpreter():
     """The chunk-parallel forward (32-step chunks at L = 70, the last one partial) and the segment-parallel backward
