@@ -458,6 +458,18 @@ void check_outputs(const std::vector<at::Tensor>& list, const at::Tensor& like, 
   }
 }
 
+void launch_strided(const mmssm_scan::StridedScanParams& p, const at::Tensor& u, bool forward, bool has_z) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  using mmssm_scan::InputType;
+  switch (input_type(u.scalar_type())) {
+    case InputType::kFloat32: mmssm_scan::launch_zoh_strided<InputType::kFloat32>(p, forward, has_z, stream); break;
+    case InputType::kFloat16: mmssm_scan::launch_zoh_strided<InputType::kFloat16>(p, forward, has_z, stream); break;
+    case InputType::kBFloat16: mmssm_scan::launch_zoh_strided<InputType::kBFloat16>(p, forward, has_z, stream); break;
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 void zoh_fwd_strided(const std::vector<at::Tensor>& u, const std::vector<at::Tensor>& delta,
@@ -477,15 +489,7 @@ void zoh_fwd_strided(const std::vector<at::Tensor>& u, const std::vector<at::Ten
     p.dir[i].last = last[i].data_ptr<float>();
     if (p.n_ckpt == 0) p.dir[i].ckpt = nullptr;
   }
-  const c10::cuda::CUDAGuard guard(u[0].device());
-  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
-  using mmssm_scan::InputType;
-  switch (input_type(u[0].scalar_type())) {
-    case InputType::kFloat32: mmssm_scan::launch_zoh_forward_strided<InputType::kFloat32>(p, !z.empty(), stream); break;
-    case InputType::kFloat16: mmssm_scan::launch_zoh_forward_strided<InputType::kFloat16>(p, !z.empty(), stream); break;
-    case InputType::kBFloat16: mmssm_scan::launch_zoh_forward_strided<InputType::kBFloat16>(p, !z.empty(), stream); break;
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_strided(p, u[0], true, !z.empty());
 }
 
 void zoh_bwd_strided(const std::vector<at::Tensor>& dout, const std::vector<at::Tensor>& u,
@@ -532,15 +536,7 @@ void zoh_bwd_strided(const std::vector<at::Tensor>& dout, const std::vector<at::
     q.dD = dD[i].data_ptr<float>(), q.ddelta_bias = ddelta_bias[i].data_ptr<float>();
     if (!dz.empty()) q.dz = dz[i].data_ptr();
   }
-  const c10::cuda::CUDAGuard guard(u[0].device());
-  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
-  using mmssm_scan::InputType;
-  switch (input_type(dtype)) {
-    case InputType::kFloat32: mmssm_scan::launch_zoh_backward_strided<InputType::kFloat32>(p, !z.empty(), stream); break;
-    case InputType::kFloat16: mmssm_scan::launch_zoh_backward_strided<InputType::kFloat16>(p, !z.empty(), stream); break;
-    case InputType::kBFloat16: mmssm_scan::launch_zoh_backward_strided<InputType::kBFloat16>(p, !z.empty(), stream); break;
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_strided(p, u[0], false, !z.empty());
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -104,8 +104,6 @@ void launch_forward(const ScanParams& params, int method, cudaStream_t stream);
 template <InputType IT>
 void launch_backward(const ScanParams& params, int method, cudaStream_t stream);
 template <InputType IT>
-void launch_zoh_forward_strided(const StridedScanParams& params, bool has_z, cudaStream_t stream);
-template <InputType IT>
-void launch_zoh_backward_strided(const StridedScanParams& params, bool has_z, cudaStream_t stream);
+void launch_zoh_strided(const StridedScanParams& params, bool forward, bool has_z, cudaStream_t stream);
 
 }  // namespace mmssm_scan

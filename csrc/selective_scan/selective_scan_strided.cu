@@ -2,10 +2,7 @@
 #include "zoh_strided.cuh"
 
 namespace mmssm_scan {
-template void launch_zoh_forward_strided<InputType::kFloat32>(const StridedScanParams&, bool, cudaStream_t);
-template void launch_zoh_forward_strided<InputType::kFloat16>(const StridedScanParams&, bool, cudaStream_t);
-template void launch_zoh_forward_strided<InputType::kBFloat16>(const StridedScanParams&, bool, cudaStream_t);
-template void launch_zoh_backward_strided<InputType::kFloat32>(const StridedScanParams&, bool, cudaStream_t);
-template void launch_zoh_backward_strided<InputType::kFloat16>(const StridedScanParams&, bool, cudaStream_t);
-template void launch_zoh_backward_strided<InputType::kBFloat16>(const StridedScanParams&, bool, cudaStream_t);
+template void launch_zoh_strided<InputType::kFloat32>(const StridedScanParams&, bool, bool, cudaStream_t);
+template void launch_zoh_strided<InputType::kFloat16>(const StridedScanParams&, bool, bool, cudaStream_t);
+template void launch_zoh_strided<InputType::kBFloat16>(const StridedScanParams&, bool, bool, cudaStream_t);
 }  // namespace mmssm_scan

@@ -345,25 +345,12 @@ __global__ void __launch_bounds__(kStridedChannels) zoh_backward_strided_kernel(
 }
 
 template <InputType IT>
-void launch_zoh_forward_strided(const StridedScanParams& params, bool has_z, cudaStream_t stream) {
+void launch_zoh_strided(const StridedScanParams& params, bool forward, bool has_z, cudaStream_t stream) {
   using In = typename InputTraits<IT>::type;
   const dim3 grid(params.dim / kStridedChannels, params.batch, params.ndir);
-  if (has_z) {
-    zoh_forward_strided_kernel<In, true><<<grid, kStridedChannels, 0, stream>>>(params);
-  } else {
-    zoh_forward_strided_kernel<In, false><<<grid, kStridedChannels, 0, stream>>>(params);
-  }
-}
-
-template <InputType IT>
-void launch_zoh_backward_strided(const StridedScanParams& params, bool has_z, cudaStream_t stream) {
-  using In = typename InputTraits<IT>::type;
-  const dim3 grid(params.dim / kStridedChannels, params.batch, params.ndir);
-  if (has_z) {
-    zoh_backward_strided_kernel<In, true><<<grid, kStridedChannels, 0, stream>>>(params);
-  } else {
-    zoh_backward_strided_kernel<In, false><<<grid, kStridedChannels, 0, stream>>>(params);
-  }
+  auto kernel = forward ? (has_z ? zoh_forward_strided_kernel<In, true> : zoh_forward_strided_kernel<In, false>)
+                        : (has_z ? zoh_backward_strided_kernel<In, true> : zoh_backward_strided_kernel<In, false>);
+  kernel<<<grid, kStridedChannels, 0, stream>>>(params);
 }
 
 }  // namespace mmssm_scan
