@@ -98,29 +98,29 @@ __global__ void __launch_bounds__(kStridedChannels) zoh_forward_strided_kernel(c
       }
 #pragma unroll
       for (int i = 0; i < G; ++i) {
-      const int t = t0 + i, s = s0 + t;
-      if (s < L) {
-        float dt = dr[i] + bias;
-        if (p.softplus) dt = softplus_fast(dt);
-        const float dtu = dt * ur[i];
-        const float4* Bv = reinterpret_cast<const float4*>(&bc_s[t][0]);
-        const float4* Cv = reinterpret_cast<const float4*>(&bc_s[t][NS]);
-        float y = 0.f;
+        const int t = t0 + i, s = s0 + t;
+        if (s < L) {
+          float dt = dr[i] + bias;
+          if (p.softplus) dt = softplus_fast(dt);
+          const float dtu = dt * ur[i];
+          const float4* Bv = reinterpret_cast<const float4*>(&bc_s[t][0]);
+          const float4* Cv = reinterpret_cast<const float4*>(&bc_s[t][NS]);
+          float y = 0.f;
 #pragma unroll
-        for (int k = 0; k < NS / 4; ++k) {
-          const float4 bb = Bv[k], cc = Cv[k];
+          for (int k = 0; k < NS / 4; ++k) {
+            const float4 bb = Bv[k], cc = Cv[k];
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int n = 4 * k + j;
-            h[n] = exp2f(A2[n] * dt) * h[n] + dtu * get(bb, j);
-            y += h[n] * get(cc, j);
+            for (int j = 0; j < 4; ++j) {
+              const int n = 4 * k + j;
+              h[n] = exp2f(A2[n] * dt) * h[n] + dtu * get(bb, j);
+              y += h[n] * get(cc, j);
+            }
           }
+          y += D * ur[i];
+          if constexpr (HAS_Z) y *= zr[i] / (1.f + __expf(-zr[i]));
+          *op = from_float<In>(y);
+          op += ys;
         }
-        y += D * ur[i];
-        if constexpr (HAS_Z) y *= zr[i] / (1.f + __expf(-zr[i]));
-        *op = from_float<In>(y);
-        op += ys;
-      }
       }
     }
     const int index = s0 / T;
