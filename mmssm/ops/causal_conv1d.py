@@ -126,8 +126,8 @@ if triton is not None:
                         K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
         acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
         for k in tl.static_range(K):
-            wk = tl.load(w_rows + channels * K + k, mask=channel_mask, other=0.0).to(tl.float32)
-            acc += _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K) * wk[None, :]
+            acc += _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K) \
+                * _tap_weight(w_rows, channels, channel_mask, k, K)
         if HAS_BIAS:
             acc += tl.load(b_rows + channels, mask=channel_mask, other=0.0).to(tl.float32)[None, :]
         return acc
