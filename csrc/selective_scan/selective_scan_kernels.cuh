@@ -990,7 +990,8 @@ __global__ void __launch_bounds__(kThreads) seam_kernel(const ScanParams p, int 
 }
 
 // ------------------------------------------------------------------------------------------------------------
-// Launchers.
+// Launchers (CUDA compilers only: the kernels above also build for tests/.../cuda_host/, a CPU emulation).
+#ifdef __CUDACC__
 
 inline int padded_state(int state) { return state <= 8 ? 8 : state <= 16 ? 16 : 32; }
 
@@ -1080,5 +1081,6 @@ void launch_backward(const ScanParams& p, int method, cudaStream_t stream) {
     dispatch_state(p.state, [&](auto ns) { backward_for<In, decltype(m)::value, decltype(ns)::value>(p, stream); });
   });
 }
+#endif  // __CUDACC__
 
 }  // namespace mmssm_scan

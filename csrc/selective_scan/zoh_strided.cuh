@@ -344,6 +344,7 @@ __global__ void __launch_bounds__(kStridedChannels) zoh_backward_strided_kernel(
   atomicAdd(q.ddelta_bias + d, dbias_acc);
 }
 
+#ifdef __CUDACC__
 template <InputType IT>
 void launch_zoh_strided(const StridedScanParams& params, bool forward, bool has_z, cudaStream_t stream) {
   using In = typename InputTraits<IT>::type;
@@ -352,5 +353,6 @@ void launch_zoh_strided(const StridedScanParams& params, bool forward, bool has_
                         : (has_z ? zoh_backward_strided_kernel<In, true> : zoh_backward_strided_kernel<In, false>);
   kernel<<<grid, kStridedChannels, 0, stream>>>(params);
 }
+#endif  // __CUDACC__
 
 }  // namespace mmssm_scan
