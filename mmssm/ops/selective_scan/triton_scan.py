@@ -892,8 +892,8 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     if gap is not None:
         common['GAP'] = True
         gap = torch.stack([g.to(torch.float32) for g in gap])  # (directions, batch, L), a few KB
-    ext = _strided_extension(FWD_CUDA_ZOH, method_index, chunk_len >= length and gap is None, u[0], B[0], C[0],
-                             per_group, state)
+    ext = _strided_extension(FWD_CUDA_ZOH, method_index, chunk_len >= length and gap is None, u[0],
+                             (delta[0], B[0], C[0], *z[:1]), per_group, state)
     if ext is not None:
         A = _same_strides([a.float() for a in A])
         ext.zoh_fwd_strided(u, delta, A, B, C, [t.float().contiguous() for t in D],
@@ -946,11 +946,13 @@ def backward_segment_length(batch: int, dim: int, directions: int, length: int) 
                          directions, length)
 
 
-def _strided_extension(enabled, method_index, whole, u, B, C, per_group, state):
+def _strided_extension(enabled, method_index, whole, u, others, per_group, state):
     """The CUDA extension when its strided zoh kernels take this call (``whole``: the sequence in one piece and no
-    other option; see FWD_CUDA_ZOH), else None."""
+    other option; see FWD_CUDA_ZOH), else None. ``others``: the tensors that must have u's dtype (delta, B, C, z,
+    dout); the binding's other requirements are met by the callers (float32 A, D, biases, states)."""
     if not (enabled and whole and method_index == 0 and 8 < state <= 16 and per_group % 32 == 0
-            and B.dtype == u.dtype == C.dtype and u.is_cuda and not _interpreting()):
+            and u.is_cuda and u.shape[0] <= 65535 and all(t.dtype == u.dtype for t in others)
+            and not _interpreting()):
         return None
     from . import cuda_scan
     ext = cuda_scan.extension()
@@ -996,14 +998,16 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     has_dlast = len(dlast_state) > 0
     seg_len = backward_segment_length(batch, dim, directions, length)
     n_segs = -(-length // seg_len)
-    ext = _strided_extension(BWD_CUDA_ZOH, method_index, n_segs == 1, u[0], B[0], C[0], dim // groups, state)
+    ext = _strided_extension(BWD_CUDA_ZOH, method_index, n_segs == 1, u[0], (delta[0], B[0], C[0], *z[:1], dout[0]),
+                             dim // groups, state)
     if ext is not None:  # the CUDA kernel: dB / dC per 32 channels, summed below
         dB, dC = (torch.empty((directions, batch, dim // 32, state, length), device=device, dtype=torch.float32)
                   for _ in range(2))
         ckpts = [t.contiguous() for t in saved] if n_ckpt else [dA.new_empty((batch, dim, 0, state))] * directions
         ext.zoh_bwd_strided(
-            dout, u, delta, A, B, C, [t.float().contiguous() for t in D], [t.float().contiguous() for t in delta_bias],
-            z, ckpts, [g.float().contiguous() for g in dlast_state], bool(softplus), [bool(r) for r in reverse],
+            dout, u, delta, _same_strides([a.float() for a in A]), B, C, [t.float().contiguous() for t in D],
+            [t.float().contiguous() for t in delta_bias], z, ckpts, [g.float().contiguous() for g in dlast_state],
+            bool(softplus), [bool(r) for r in reverse],
             list(du.unbind(0)), list(ddelta.unbind(0)), list(dz.unbind(0)) if has_z else [], list(dA.unbind(0)),
             list(dB.unbind(0)), list(dC.unbind(0)), list(dD.unbind(0)), list(dbias.unbind(0)))
         return _gradients(du, ddelta, dA, _group_sums(dB, groups), _group_sums(dC, groups), dD, dbias, dz, has_z,
