@@ -209,23 +209,21 @@ if triton is not None:
                     if HAS_BIAS:
                         pre += tl.load(b_ptr + direction * b_off + channels, mask=channel_mask,
                                        other=0.0).to(tl.float32)[None, :]
-                    sig = tl.sigmoid(pre)
-                    g = g * sig * (1.0 + pre * (1.0 - sig))
-                g = tl.where(tile_mask, g, 0.0)
-                tl.store(gpre_ptr + tile, g, mask=tile_mask)
+            elif SILU:  # (any K: the taps loaded again for the sums below)
+                pre = _pre_activation(x_rows, x_sl, w_rows, b_ptr + direction * b_off, steps, channels,
+                                      channel_mask, mode, left, length, K, HAS_BIAS, BLOCK_L, BLOCK_D)
+            if SILU:
+                sig = tl.sigmoid(pre)
+                g = g * sig * (1.0 + pre * (1.0 - sig))
+            g = tl.where(tile_mask, g, 0.0)
+            tl.store(gpre_ptr + tile, g, mask=tile_mask)
+            if K <= 4:
                 acc0 += g * x0
                 acc1 += g * x1
                 acc2 += g * x2
                 acc3 += g * x3
                 acc_g += g
-            else:  # (any K: a sum over the tile's steps per tap)
-                if SILU:
-                    pre = _pre_activation(x_rows, x_sl, w_rows, b_ptr + direction * b_off, steps, channels,
-                                          channel_mask, mode, left, length, K, HAS_BIAS, BLOCK_L, BLOCK_D)
-                    sig = tl.sigmoid(pre)
-                    g = g * sig * (1.0 + pre * (1.0 - sig))
-                g = tl.where(tile_mask, g, 0.0)
-                tl.store(gpre_ptr + tile, g, mask=tile_mask)
+            else:  # a sum over the tile's steps per tap
                 for k in tl.static_range(K):
                     xv = _tap_input(x_rows, x_sl, steps, channels, channel_mask, mode, left, length, k, K)
                     sums += tl.where(taps[None, :] == k, tl.sum(g * xv, axis=0)[:, None], 0.0)
