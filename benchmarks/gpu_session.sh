@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick (default: all but the last thirty, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab (default: all but the last thirty-one, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -164,11 +164,21 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                   run stridedzoh_vim_triton 50 env MMSSM_TRITON_CUDA_ZOH=0 python benchmarks/vim_gpu.py \
                     --models vim_t_triton_graph --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph \
                     --json "$OUT/vim_triton_zoh.json" ;;  # stridedzoh's essentials, for a short call
+    stridedab) run stridedab_scan 120 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,768,197,16 \
+                 --repeats 10 --kernels 10 --variants FWD_CUDA_ZOH=1,BWD_CUDA_ZOH=1 default FWD_CUDA_ZOH=1,BWD_CUDA_ZOH=1 default
+               for run_zoh in a1 a0 b1 b0; do  # alternated, so that a drift of the GPU's clocks shows
+                 zoh=${run_zoh:1}
+                 run stridedab_vim_$run_zoh 80 env MMSSM_TRITON_CUDA_ZOH=$zoh python benchmarks/vim_gpu.py \
+                   --models vim_t_triton_graph --sizes 224:128 --max-seconds 2 --train-models vim_t_triton_graph \
+                   --json "$OUT/vim_zoh_$run_zoh.json"
+               done
+               run stridedab_others 150 env MMSSM_TRITON_CUDA_ZOH=1 python benchmarks/vim_gpu.py --models deit_t_graph \
+                 --sizes 224:128 --max-seconds 2 --train-models vim_t_cuda_graph,deit_t_graph --json "$OUT/vim_others.json" ;;
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab)"
        exit 2 ;;
   esac
 done

@@ -20,6 +20,7 @@ import sys
 import torch
 
 sys.path.insert(0, '.')
+from benchmarks.profile_vim import kernel_totals  # noqa: E402
 from benchmarks.scan_gpu import channels_last, make_direction, timed  # noqa: E402
 
 
@@ -48,7 +49,14 @@ def time_variants(module, args, forward, train):
         for stage, fn in (('fwd', forward), ('fwd+bwd', train)):
             with torch.inference_mode(stage == 'fwd'):
                 times.append(f'{stage} {timed(fn, args.repeats, args.rounds):.3f}')
+        if args.kernels:  # GPU time per call by kernel (host overhead excluded), the scan's kernels first
+            kernels = kernel_totals(train, args.kernels)
+            scan_us = sum(t for n, (t, _) in kernels.items() if 'scan' in n or 'zoh' in n)
+            times.append(f'scan kernels {scan_us / args.kernels / 1e3:.3f}')
         print(f'{variant:40s} ' + '  '.join(times), flush=True)
+        if args.kernels:
+            for name, (total, _) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:4]:
+                print(f'    {total / args.kernels / 1e3:7.3f} ms  {name[:90]}')
         for name, value in saved.items():
             setattr(module, name, value)
 
@@ -62,6 +70,9 @@ def main():
     parser.add_argument('--backward', action='store_true', help='sweep the backward constants too')
     parser.add_argument('--variants', nargs='+',
                         help='NAME=VALUE[,NAME=VALUE] settings of triton_scan (--backend cuda: cuda_scan) to compare')
+    parser.add_argument('--kernels', type=int, default=0, metavar='PASSES',
+                        help='with --variants: also each variant\'s forward+backward GPU time by kernel over PASSES '
+                        'calls (torch.profiler), free of host overhead')
     parser.add_argument('--backend', choices=['triton', 'cuda'], default='triton')
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--rounds', type=int, default=3)

@@ -84,7 +84,7 @@ def build_vim(name, size):
 
 def build_deit(name, size):
     import timm
-    base = name.replace('_matmul', '')
+    base = name.replace('_matmul', '').replace('_graph', '')
     model = timm.create_model(DEIT_NAMES[base], img_size=size, num_classes=1000)
     if name.endswith('_matmul'):
         for block in model.blocks:
