@@ -141,10 +141,13 @@ template <typename In, bool HAS_Z>
 __global__ void __launch_bounds__(kStridedChannels) zoh_backward_strided_kernel(const StridedScanParams p) {
   constexpr int NS = kStridedMaxState, T = kChunk, SUB = 4, W = kStridedChannels;
   constexpr int BCS = 2 * NS + 4;  // row stride of bc_s, in floats: float4 rows
-  static_assert(2 * NS == W, "one sum of dC or dB per lane");
+  // dB and dC are written every half chunk, so that the shared memory stays under 28 KB: 8 warps an SM (as the
+  // registers allow), not 7
+  constexpr int HALF = T / 2;
+  static_assert(2 * NS == W && 2 * HALF == W && HALF % SUB == 0, "one sum of dC or dB per lane");
   __shared__ __align__(16) float4 hist_s[T / SUB][NS / 4][W];  // the state before every SUB-th step of the chunk
   __shared__ __align__(16) float bc_s[T][BCS];                 // B | C of the chunk's steps
-  __shared__ float red_s[T][2 * NS + 1];                       // dC | dB of the chunk's steps, summed over the warp
+  __shared__ float red_s[HALF][2 * NS + 1];  // dC | dB of a half chunk's steps, summed over the warp
   __shared__ __align__(16) float tr_s[W][2 * NS + 4];          // a step's dC | dB terms of every lane, transposed
 
   const int lane = threadIdx.x, block = blockIdx.x, b = blockIdx.y;
@@ -320,19 +323,17 @@ __global__ void __launch_bounds__(kStridedChannels) zoh_backward_strided_kernel(
         float sum = 0.f;  // lane j: term j summed over the lanes
 #pragma unroll
         for (int l = 0; l < W; ++l) sum += tr_s[l][lane];
-        red_s[t][lane] = sum;
+        red_s[t % HALF][lane] = sum;
         __syncwarp();  // (tr_s is rewritten by the next step)
       }
-    }
-    __syncwarp();
-    {  // the chunk's dB and dC: lane = step
-      const int s = s0 + lane;
-      if (s < L) {
-        const int pos = position(s, L, reverse);
-        for (int n = 0; n < N; ++n) {
-          q.dC[bc_out + static_cast<int64_t>(n) * L + pos] = red_s[lane][n];
-          q.dB[bc_out + static_cast<int64_t>(n) * L + pos] = red_s[lane][NS + n];
+      if ((sb * SUB) % HALF == 0) {  // a half chunk's dC (lanes 0-15) and dB (lanes 16-31): lane % HALF = step
+        const int r = lane % HALF, s = s0 + sb * SUB + r, first = lane < HALF ? 0 : NS;
+        if (s < L) {
+          float* out = lane < HALF ? q.dC : q.dB;
+          const int64_t at = bc_out + position(s, L, reverse);
+          for (int n = 0; n < N; ++n) out[at + static_cast<int64_t>(n) * L] = red_s[r][first + n];
         }
+        __syncwarp();  // (red_s is rewritten by the next half)
       }
     }
   }
@@ -351,6 +352,15 @@ void launch_zoh_strided(const StridedScanParams& params, bool forward, bool has_
   const dim3 grid(params.dim / kStridedChannels, params.batch, params.ndir);
   auto kernel = forward ? (has_z ? zoh_forward_strided_kernel<In, true> : zoh_forward_strided_kernel<In, false>)
                         : (has_z ? zoh_backward_strided_kernel<In, true> : zoh_backward_strided_kernel<In, false>);
+  if (!forward) {  // the SM's shared memory all to the backward's blocks (28 KB each): 8 warps an SM
+    static bool carveout_set[64][2] = {};  // per device and kernel (an attribute of the current device's kernel)
+    int device = 0;
+    cudaGetDevice(&device);
+    if (device >= 64 || !carveout_set[device][has_z]) {
+      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+      if (device < 64) carveout_set[device][has_z] = true;
+    }
+  }
   kernel<<<grid, kStridedChannels, 0, stream>>>(params);
 }
 #endif  // __CUDACC__
