@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab (default: all but the last thirty-one, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd (default: all but the last thirty-two, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -174,11 +174,21 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                done
                run stridedab_others 150 env MMSSM_TRITON_CUDA_ZOH=1 python benchmarks/vim_gpu.py --models deit_t_graph \
                  --sizes 224:128 --max-seconds 2 --train-models vim_t_cuda_graph,deit_t_graph --json "$OUT/vim_others.json" ;;
+    stridedbwd) run stridedbwd_tests 90 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                  tests/test_ops/test_selective_scan/test_strided_zoh.py
+                run stridedbwd_scan 60 python benchmarks/scan_tune.py --shapes 128,384,197,16 --repeats 10 --kernels 10 \
+                  --variants default FWD_CUDA_ZOH=0,BWD_CUDA_ZOH=0
+                run stridedbwd_vim 150 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 \
+                  --max-seconds 2 --train-models vim_t_triton_graph,vim_t_triton,vim_t_cuda --json "$OUT/vim_stridedbwd.json"
+                for backend in cuda triton; do  # should 'auto' train channels-last (MambaVision: d_state 8, Triton)?
+                  run stridedbwd_mv_$backend 90 env MMSSM_SCAN_BACKEND=$backend python benchmarks/mambavision_gpu.py \
+                    --no-mamba --models mambavision_t --train-models mambavision_t --max-seconds 2 --deadline 80
+                done ;;  # (after build) the default: the strided backward after the Triton forward
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd)"
        exit 2 ;;
   esac
 done

@@ -61,11 +61,18 @@ BWD_SEGMENT_L = None
 # BWD_BC_PARTIAL_BLOCKS programs (the buffer grows with them), else added atomically.
 BWD_BC_PARTIAL = True
 BWD_BC_PARTIAL_BLOCKS = 64
-# With MMSSM_TRITON_CUDA_ZOH=1, the whole-sequence zoh scan (forward without gaps, backward) runs the CUDA
+# The whole-sequence zoh scan's backward (BWD_CUDA_ZOH) and forward without gaps (FWD_CUDA_ZOH) run the CUDA
 # extension's strided kernels (csrc/selective_scan/zoh_strided.cuh: one thread a channel, one layout) when the
-# extension is built, N is 9-16, a group's channels are a multiple of 32 and B, C have u's dtype. Off by default
-# until their GPU tests (test_strided_zoh.py) have run on a GPU.
-FWD_CUDA_ZOH = BWD_CUDA_ZOH = os.environ.get('MMSSM_TRITON_CUDA_ZOH', '0') == '1'
+# extension is built, N is 9-16, a group's channels are a multiple of 32 and B, C have u's dtype. On an H100 the
+# strided backward took 0.86x the Triton backward's time and the strided forward 1.25x the Triton forward's
+# (docs/benchmarks.md), so by default only the backward. MMSSM_TRITON_CUDA_ZOH=0 keeps both on Triton, =1 puts
+# both on the extension.
+_CUDA_ZOH = os.environ.get('MMSSM_TRITON_CUDA_ZOH', 'bwd')
+if _CUDA_ZOH not in ('0', '1', 'bwd'):
+    raise ValueError(f"MMSSM_TRITON_CUDA_ZOH={_CUDA_ZOH!r}: use 'bwd' (the default: the strided CUDA backward), "
+                     "'1' (forward and backward) or '0' (neither)")
+FWD_CUDA_ZOH = _CUDA_ZOH == '1'
+BWD_CUDA_ZOH = _CUDA_ZOH != '0'
 _TAYLOR_TERMS = 11  # as discretize.py for float32
 
 

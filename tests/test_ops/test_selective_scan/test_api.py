@@ -1,4 +1,8 @@
 """The public functions: input checks that name the value and the fix, backend choice, bidirectional form."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -13,6 +17,8 @@ from mmssm.ops.selective_scan import (
 )
 
 from .helpers import assert_close, make_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def good_inputs():
@@ -167,3 +173,22 @@ def test_auto_skips_cuda_for_inputs_it_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match=r"backend='cuda' cannot run this call: the CUDA kernels take B and C in one "
                                          r'dtype .* got B torch.bfloat16 and C torch.float32\. Use backend=.auto.'):
         scan_module._resolve_backend('cuda', u, B, A, C)
+
+
+@pytest.mark.parametrize('value,expected', [(None, (False, True)), ('0', (False, False)), ('1', (True, True)),
+                                            ('bwd', (False, True))])
+def test_the_environment_switch(value, expected):
+    """MMSSM_TRITON_CUDA_ZOH: by default only the backward on the strided kernels; a wrong value names the choices."""
+    env = {k: v for k, v in os.environ.items() if k != 'MMSSM_TRITON_CUDA_ZOH'}
+    if value is not None:
+        env['MMSSM_TRITON_CUDA_ZOH'] = value
+    code = 'from mmssm.ops.selective_scan import triton_scan as t; print(t.FWD_CUDA_ZOH, t.BWD_CUDA_ZOH)'
+    out = subprocess.run([sys.executable, '-c', code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(v) for v in expected]
+
+
+def test_a_wrong_environment_switch_is_an_error():
+    env = dict(os.environ, MMSSM_TRITON_CUDA_ZOH='yes')
+    code = 'import mmssm.ops.selective_scan.triton_scan'
+    out = subprocess.run([sys.executable, '-c', code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "MMSSM_TRITON_CUDA_ZOH='yes'" in out.stderr and "'bwd'" in out.stderr

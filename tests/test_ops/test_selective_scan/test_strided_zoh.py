@@ -107,6 +107,16 @@ def test_both_directions_match_the_float64_loop_and_the_triton_kernels(kernel_ca
     _compare(results, _reference(leaves, (0, 1), True, True, weight, 1.0, state), triton)
 
 
+@pytest.mark.parametrize('length', [33, 197])
+def test_the_strided_backward_after_the_triton_forward(kernel_calls, monkeypatch, length):
+    """The default split: the Triton forward's checkpoints and last states read by the strided backward."""
+    monkeypatch.setattr(triton_scan, 'FWD_CUDA_ZOH', False)
+    leaves, per_direction, z = strided_inputs(2, 64, length, 16, rank=RANK, seed=length + 1)
+    results, weight = _run(leaves, per_direction, z, (0, 1), True, True, 1.0)
+    assert kernel_calls == ['bwd'], 'the forward should stay on Triton and the backward take the CUDA kernel'
+    _compare(results, _reference(leaves, (0, 1), True, True, weight, 1.0, 16))
+
+
 @pytest.mark.parametrize('direction', [0, 1])
 def test_one_direction_without_gate_and_softplus_with_the_last_state(kernel_calls, direction):
     leaves, per_direction, z = strided_inputs(3, 96, 64, 16, rank=RANK, seed=5)
