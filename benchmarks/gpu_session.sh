@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd (default: all but the last thirty-two, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick (default: all but the last thirty-three, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -184,11 +184,15 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                   run stridedbwd_mv_$backend 90 env MMSSM_SCAN_BACKEND=$backend python benchmarks/mambavision_gpu.py \
                     --no-mamba --models mambavision_t --train-models mambavision_t --max-seconds 2 --deadline 80
                 done ;;  # (after build) the default: the strided backward after the Triton forward
+    stridedbwdquick) run stridedbwd_tests 90 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                       tests/test_ops/test_selective_scan/test_strided_zoh.py
+                     run stridedbwd_vim 90 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 \
+                       --max-seconds 2 --train-models vim_t_triton_graph --json "$OUT/vim_stridedbwd.json" ;;  # short form
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick)"
        exit 2 ;;
   esac
 done
