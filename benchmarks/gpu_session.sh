@@ -186,8 +186,8 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                 done ;;  # (after build) the default: the strided backward after the Triton forward
     stridedbwdquick) run stridedbwd_tests 90 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
                        tests/test_ops/test_selective_scan/test_strided_zoh.py
-                     run stridedbwd_vim 90 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 \
-                       --max-seconds 2 --train-models vim_t_triton_graph --json "$OUT/vim_stridedbwd.json" ;;  # short form
+                     run stridedbwd_vim 120 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 \
+                       --max-seconds 2 --train-models vim_t_graph,vim_t,vim_t_cuda --json "$OUT/vim_stridedbwd.json" ;;  # short form
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \

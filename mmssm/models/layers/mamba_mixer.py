@@ -18,6 +18,7 @@ from mmssm.ops.selective_scan import (
     gap_form,
     selective_scan,
     selective_scan_bidirectional,
+    triton_scan,
 )
 from mmssm.ops.selective_scan.compiled import kernel_direct
 from mmssm.ops.selective_scan.compiled import scan as compiled_scan
@@ -32,12 +33,15 @@ CONV_TYPES = ('conv', 'inverted_residual')
 
 
 
-def channels_last_path(scan_backend: str, hidden_states: torch.Tensor) -> bool:
+def channels_last_path(scan_backend: str, hidden_states: torch.Tensor, strided_backward: bool = False) -> bool:
     """Whether a mixer runs its convolutions and scan on the (batch, L, channels) layout the matmuls produce
     (Triton kernels that read strided tensors, no transposes). Always on the Triton backend (asked for, or under
-    'auto' when the CUDA extension is not built); under 'auto' with the extension built, for inference (no gradient
-    to the input), where it measured faster at every length (docs/benchmarks.md); training stays on the extension
-    (Vim-T: 1.07x the channels-last step's speed, at 1.47x its memory). Never for float64 or under a jit trace."""
+    'auto' when the CUDA extension is not built). Under 'auto' with the extension built: for inference (no
+    gradient to the input), where it measured faster at every length, and for training where the extension's
+    strided zoh backward takes the scan (``strided_backward``: the caller's method and sizes qualify; see
+    triton_scan.BWD_CUDA_ZOH). There a Vim-T training step measured 1.6x the transposing path's speed from a CUDA
+    graph at half its peak memory (docs/benchmarks.md); other training stays on the transposing path. Never for
+    float64 or under a jit trace."""
     if hidden_states.dtype == torch.float64 or not channels_last_available(hidden_states) \
             or torch.jit.is_tracing():  # FLOP counting traces the transposing path, whose ops it counts
         return False
@@ -49,7 +53,7 @@ def channels_last_path(scan_backend: str, hidden_states: torch.Tensor) -> bool:
     if first == 'triton':
         return True
     inference = not (torch.is_grad_enabled() and hidden_states.requires_grad)
-    return first == 'cuda' and inference
+    return first == 'cuda' and (inference or (strided_backward and triton_scan.BWD_CUDA_ZOH))
 
 
 @MODELS.register_module()
@@ -277,7 +281,9 @@ class MambaMixer(nn.Module):
     def _channels_last_path(self, hidden_states) -> bool:
         """Whether the dense forward runs channels-last (:meth:`_channels_last_scan`): with the plain conv and no
         SE, where :func:`channels_last_path` says so."""
-        return self.conv_type == 'conv' and self.se is None and channels_last_path(self.scan_backend, hidden_states)
+        strided = self.discretization == 'zoh' and 8 < self.d_state <= 16 and self.d_inner % 32 == 0
+        return self.conv_type == 'conv' and self.se is None and channels_last_path(self.scan_backend, hidden_states,
+                                                                                   strided)
 
     def _channels_last_scan(self, xz, gap_steps=None, keep_mask=None, direction_gate=None):
         """The dense mixer before out_proj without layout copies: every tensor stays in the (batch, L, channels)

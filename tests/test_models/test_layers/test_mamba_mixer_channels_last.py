@@ -87,9 +87,10 @@ def test_vim_channels_last_forward_replays_in_a_cuda_graph():
 
 
 def test_auto_policy_of_the_channels_last_path(monkeypatch):
-    """'auto' with the CUDA extension built: channels-last for inference at any length, the transposing path
-    with gradients; 'triton' (argument or MMSSM_SCAN_BACKEND) always; never float64
-    or 'torch'; without the extension, 'auto' is Triton and channels-last."""
+    """'auto' with the CUDA extension built: channels-last for inference at any length, and with gradients only
+    where the strided zoh backward takes the scan (else the transposing path); 'triton' (argument or
+    MMSSM_SCAN_BACKEND) always; never float64 or 'torch'; without the extension, 'auto' is Triton and
+    channels-last."""
     from mmssm.models.layers import mamba_mixer as mm
     monkeypatch.setattr(mm, 'channels_last_available', lambda x: True)
     monkeypatch.setattr(mm, 'available_backends', lambda device: ['cuda', 'triton', 'torch'])
@@ -110,3 +111,20 @@ def test_auto_policy_of_the_channels_last_path(monkeypatch):
     monkeypatch.delenv('MMSSM_SCAN_BACKEND')
     monkeypatch.setattr(mm, 'available_backends', lambda device: ['triton', 'torch'])
     assert mm.channels_last_path('auto', long.clone().requires_grad_())
+
+    # training where the strided CUDA zoh backward takes the scan (the mixer's method and sizes qualify)
+    monkeypatch.setattr(mm, 'available_backends', lambda device: ['cuda', 'triton', 'torch'])
+    grad = short.clone().requires_grad_()
+    assert mm.channels_last_path('auto', grad, strided_backward=True)
+    assert not mm.channels_last_path('auto', grad, strided_backward=False)
+    monkeypatch.setattr(mm.triton_scan, 'BWD_CUDA_ZOH', False)  # MMSSM_TRITON_CUDA_ZOH=0
+    assert not mm.channels_last_path('auto', grad, strided_backward=True)
+    monkeypatch.setattr(mm.triton_scan, 'BWD_CUDA_ZOH', True)
+    monkeypatch.setattr(mm, 'channels_last_available', lambda x: x.dtype != torch.float64)
+
+    def path(**cfg):
+        return mm.MambaMixer(64, **cfg)._channels_last_path(grad)
+
+    assert path() and path(d_state=12)  # Vim's zoh with N 16 or 12, 128 inner channels
+    assert not path(discretization='bilinear') and not path(d_state=8) and not path(d_state=24)
+    assert not mm.MambaMixer(40)._channels_last_path(grad)  # 80 inner channels: not a multiple of 32
