@@ -966,6 +966,16 @@ def _strided_extension(enabled, method_index, whole, u, others, per_group, state
     return ext if ext is not None and hasattr(ext, 'zoh_bwd_strided') else None
 
 
+def strided_backward_on() -> bool:
+    """Whether whole-sequence zoh backwards (N 9-16, groups of a multiple of 32 channels) run the strided CUDA
+    kernel: BWD_CUDA_ZOH and an extension built with it (one built before it lacks the kernel)."""
+    if not BWD_CUDA_ZOH:
+        return False
+    from . import cuda_scan
+    ext = cuda_scan.extension()
+    return ext is not None and hasattr(ext, 'zoh_bwd_strided')
+
+
 def _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups):
     """What each segment's first steps give to u and B at the k steps before it (the kernel stores them per
     segment), added at those steps: scan positions s - 1 .. s - k of every segment start s > 0."""

@@ -92,6 +92,7 @@ def test_auto_policy_of_the_channels_last_path(monkeypatch):
     MMSSM_SCAN_BACKEND) always; never float64 or 'torch'; without the extension, 'auto' is Triton and
     channels-last."""
     from mmssm.models.layers import mamba_mixer as mm
+    from mmssm.ops.selective_scan import cuda_scan
     monkeypatch.setattr(mm, 'channels_last_available', lambda x: True)
     monkeypatch.setattr(mm, 'available_backends', lambda device: ['cuda', 'triton', 'torch'])
     monkeypatch.delenv('MMSSM_SCAN_BACKEND', raising=False)
@@ -115,8 +116,14 @@ def test_auto_policy_of_the_channels_last_path(monkeypatch):
     # training where the strided CUDA zoh backward takes the scan (the mixer's method and sizes qualify)
     monkeypatch.setattr(mm, 'available_backends', lambda device: ['cuda', 'triton', 'torch'])
     grad = short.clone().requires_grad_()
+    built = type('Extension', (), dict(zoh_bwd_strided=None))()
+    monkeypatch.setattr(mm.triton_scan, 'BWD_CUDA_ZOH', True)
+    monkeypatch.setattr(cuda_scan, 'extension', lambda: built)
     assert mm.channels_last_path('auto', grad, strided_backward=True)
     assert not mm.channels_last_path('auto', grad, strided_backward=False)
+    monkeypatch.setattr(cuda_scan, 'extension', lambda: object())  # an extension built without the kernel
+    assert not mm.channels_last_path('auto', grad, strided_backward=True)
+    monkeypatch.setattr(cuda_scan, 'extension', lambda: built)
     monkeypatch.setattr(mm.triton_scan, 'BWD_CUDA_ZOH', False)  # MMSSM_TRITON_CUDA_ZOH=0
     assert not mm.channels_last_path('auto', grad, strided_backward=True)
     monkeypatch.setattr(mm.triton_scan, 'BWD_CUDA_ZOH', True)
