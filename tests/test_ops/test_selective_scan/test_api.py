@@ -178,7 +178,7 @@ def test_auto_skips_cuda_for_inputs_it_cannot_run(monkeypatch):
 @pytest.mark.parametrize('value,expected', [(None, (False, True)), ('0', (False, False)), ('1', (True, True)),
                                             ('bwd', (False, True))])
 def test_the_environment_switch(value, expected):
-    """MMSSM_TRITON_CUDA_ZOH: by default only the backward on the strided kernels; a wrong value names the choices."""
+    """MMSSM_TRITON_CUDA_ZOH: by default only the backward on the strided kernels; 0 neither, 1 both."""
     env = {k: v for k, v in os.environ.items() if k != 'MMSSM_TRITON_CUDA_ZOH'}
     if value is not None:
         env['MMSSM_TRITON_CUDA_ZOH'] = value
