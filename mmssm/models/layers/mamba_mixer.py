@@ -39,9 +39,9 @@ def channels_last_path(scan_backend: str, hidden_states: torch.Tensor, strided_b
     'auto' when the CUDA extension is not built). Under 'auto' with the extension built: for inference (no
     gradient to the input), where it measured faster at every length, and for training where the extension's
     strided zoh backward takes the scan (``strided_backward``: the caller's method and sizes qualify; see
-    triton_scan.strided_backward_on). There a Vim-T training step measured 1.67x the transposing path's speed from a CUDA
-    graph at half its peak memory (docs/benchmarks.md); other training stays on the transposing path. Never for
-    float64 or under a jit trace."""
+    triton_scan.strided_backward_on). There a Vim-T training step measured 1.67x the transposing path's speed
+    from a CUDA graph at half its peak memory (docs/benchmarks.md); other training stays on the transposing path.
+    Never for float64 or under a jit trace."""
     if hidden_states.dtype == torch.float64 or not channels_last_available(hidden_states) \
             or torch.jit.is_tracing():  # FLOP counting traces the transposing path, whose ops it counts
         return False
