@@ -126,4 +126,3 @@ def test_kernels_match_the_float64_loop(driver, tmp_path, length, state, reverse
         scale = expected.abs().max().item()
         error = (got - expected).abs().max().item()
         assert error <= 2e-4 * scale + 1e-6, f'{name}: {error:.3g} (scale {scale:.3g})'
-
