@@ -281,7 +281,7 @@ class MambaMixer(nn.Module):
     def _channels_last_path(self, hidden_states) -> bool:
         """Whether the dense forward runs channels-last (:meth:`_channels_last_scan`): with the plain conv and no
         SE, where :func:`channels_last_path` says so."""
-        strided = self.discretization == 'zoh' and 8 < self.d_state <= 16 and self.d_inner % 32 == 0
+        strided = triton_scan.strided_kernels_take(self.discretization, self.d_state, self.d_inner)
         return self.conv_type == 'conv' and self.se is None and channels_last_path(self.scan_backend, hidden_states,
                                                                                    strided)
 

@@ -899,7 +899,7 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     if gap is not None:
         common['GAP'] = True
         gap = torch.stack([g.to(torch.float32) for g in gap])  # (directions, batch, L), a few KB
-    ext = _strided_extension(FWD_CUDA_ZOH, method_index, chunk_len >= length and gap is None, u[0],
+    ext = _strided_extension(FWD_CUDA_ZOH, method, chunk_len >= length and gap is None, u[0],
                              (delta[0], B[0], C[0], *z[:1]), per_group, state)
     if ext is not None:
         A = _same_strides([a.float() for a in A])
@@ -953,14 +953,25 @@ def backward_segment_length(batch: int, dim: int, directions: int, length: int) 
                          directions, length)
 
 
-def _strided_extension(enabled, method_index, whole, u, others, per_group, state):
+def strided_kernels_take(method: str, state: int, per_group: int) -> bool:
+    """Whether the strided zoh kernels serve this method, state size N and channels per B/C group."""
+    return method == 'zoh' and 8 < state <= 16 and per_group % 32 == 0
+
+
+def _strided_extension(enabled, method, whole, u, others, per_group, state):
     """The CUDA extension when its strided zoh kernels take this call (``whole``: the sequence in one piece and no
     other option; see FWD_CUDA_ZOH), else None. ``others``: the tensors that must have u's dtype (delta, B, C, z,
     dout); the binding's other requirements are met by the callers (float32 A, D, biases, states)."""
-    if not (enabled and whole and method_index == 0 and 8 < state <= 16 and per_group % 32 == 0
+    if not (enabled and whole and strided_kernels_take(method, state, per_group)
             and u.is_cuda and u.shape[0] <= 65535 and all(t.dtype == u.dtype for t in others)
             and not _interpreting()):
         return None
+    return _strided_kernels()
+
+
+def _strided_kernels():
+    """The CUDA extension if it is built with the strided zoh kernels (one built before them lacks them), else
+    None."""
     from . import cuda_scan
     ext = cuda_scan.extension()
     return ext if ext is not None and hasattr(ext, 'zoh_bwd_strided') else None
@@ -968,12 +979,8 @@ def _strided_extension(enabled, method_index, whole, u, others, per_group, state
 
 def strided_backward_on() -> bool:
     """Whether whole-sequence zoh backwards (N 9-16, groups of a multiple of 32 channels) run the strided CUDA
-    kernel: BWD_CUDA_ZOH and an extension built with it (one built before it lacks the kernel)."""
-    if not BWD_CUDA_ZOH:
-        return False
-    from . import cuda_scan
-    ext = cuda_scan.extension()
-    return ext is not None and hasattr(ext, 'zoh_bwd_strided')
+    kernel: BWD_CUDA_ZOH and an extension built with it."""
+    return BWD_CUDA_ZOH and _strided_kernels() is not None
 
 
 def _add_pending(du, dB, pend_u, pend_B, seg_len, k, reverse, groups):
@@ -1015,7 +1022,7 @@ def backward(dout, u, delta, A, B, C, D, delta_bias, z, softplus, method, revers
     has_dlast = len(dlast_state) > 0
     seg_len = backward_segment_length(batch, dim, directions, length)
     n_segs = -(-length // seg_len)
-    ext = _strided_extension(BWD_CUDA_ZOH, method_index, n_segs == 1, u[0], (delta[0], B[0], C[0], *z[:1], dout[0]),
+    ext = _strided_extension(BWD_CUDA_ZOH, method, n_segs == 1, u[0], (delta[0], B[0], C[0], *z[:1], dout[0]),
                              dim // groups, state)
     if ext is not None:  # the CUDA kernel: dB / dC per 32 channels, summed below
         dB, dC = (torch.empty((directions, batch, dim // 32, state, length), device=device, dtype=torch.float32)
