@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick (default: all but the last thirty-three, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick fastmath forms softplus (default: all but the last thirty-six, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -188,11 +188,41 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                        tests/test_ops/test_selective_scan/test_strided_zoh.py
                      run stridedbwd_vim 120 python benchmarks/vim_gpu.py --models vim_t_triton_graph --sizes 224:128 \
                        --max-seconds 2 --train-models vim_t_graph,vim_t,vim_t_cuda --json "$OUT/vim_stridedbwd.json" ;;  # short form
+    fastmath) run fastmath_plumbing 120 python tests/test_ops/test_selective_scan/interpreted_ops.py plumbing
+              run fastmath_tests 200 python -m pytest -p no:cacheprovider -q -x -m "gpu or not gpu" \
+                -k "triton and (zoh or softplus or bilinear or foh)" tests/test_ops/test_selective_scan/test_gpu_backends.py \
+                tests/test_ops/test_selective_scan/test_strided_zoh.py
+              for round in ${FM_ROUNDS:-a b}; do  # a base tree (BASE_TREE, as for ab) and this one, alternated
+                for tree in ${BASE_TREE:-} .; do
+                  [ -d "$tree" ] || continue
+                  name=$( [ "$tree" = . ] && echo head || echo base )_$round
+                  run fastmath_scan_$name 60 bash -c "cd $tree && PYTHONPATH=\$PWD:\$PYTHONPATH python benchmarks/scan_tune.py \
+                    --shapes 128,384,197,16 128,160,196,8 --repeats 10 --kernels 10 --variants default"
+                  run fastmath_vim_$name 100 bash -c "cd $tree && PYTHONPATH=\$PWD:\$PYTHONPATH python benchmarks/vim_gpu.py \
+                    --models vim_t_triton_graph --sizes 224:128 --max-seconds 2 --train-models vim_t_graph --json $OUT/vim_$name.json"
+                done
+              done ;;  # (after build) the kernels' softplus and sigmoid without libdevice's log1p and exact divisions
+    forms) run forms_plumbing 120 python tests/test_ops/test_selective_scan/interpreted_ops.py plumbing
+           run forms_scan 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,160,196,8 --repeats 10 \
+             --kernels 10 --variants default SOFTPLUS_LOG_SAVED=0 default
+           run forms_strided 90 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+             tests/test_ops/test_selective_scan/test_strided_zoh.py ;;  # (after build) the forward's math forms A/B
+    softplus) run softplus_plumbing 60 python tests/test_ops/test_selective_scan/interpreted_ops.py plumbing
+              run softplus_tests 200 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                tests/test_ops/test_selective_scan/test_strided_zoh.py tests/test_models/test_layers/test_mamba_mixer_channels_last.py \
+                tests/test_models/test_backbones/test_vim.py \
+                "tests/test_ops/test_selective_scan/test_gpu_backends.py::test_softplus_of_very_negative_delta" \
+                "tests/test_ops/test_selective_scan/test_gpu_backends.py::test_bidirectional_with_options_in_one_direction_only"
+              run softplus_scan 50 python benchmarks/scan_tune.py --shapes 128,384,197,16 --repeats 10 --kernels 10 \
+                --variants default SOFTPLUS_LOG_SAVED=0
+              run softplus_profile 40 python benchmarks/profile_vim.py --models vim_t_triton --top 14
+              run softplus_vim 110 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph --sizes 224:128 \
+                --max-seconds 2 --train-models vim_t_graph,deit_t_graph --json "$OUT/vim_softplus.json" ;;  # (after build)
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick fastmath forms softplus)"
        exit 2 ;;
   esac
 done

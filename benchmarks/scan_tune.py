@@ -50,9 +50,13 @@ def time_variants(module, args, forward, train):
             with torch.inference_mode(stage == 'fwd'):
                 times.append(f'{stage} {timed(fn, args.repeats, args.rounds):.3f}')
         if args.kernels:  # GPU time per call by kernel (host overhead excluded), the scan's kernels first
+            with torch.inference_mode():
+                inference = kernel_totals(forward, args.kernels)
+            inference_us = sum(t for n, (t, _) in inference.items() if 'scan' in n or 'zoh' in n)
             kernels = kernel_totals(train, args.kernels)
             scan_us = sum(t for n, (t, _) in kernels.items() if 'scan' in n or 'zoh' in n)
-            times.append(f'scan kernels {scan_us / args.kernels / 1e3:.3f}')
+            times.append(f'scan kernels: inference {inference_us / args.kernels / 1e3:.3f}, '
+                         f'training {scan_us / args.kernels / 1e3:.3f}')
         print(f'{variant:40s} ' + '  '.join(times), flush=True)
         if args.kernels:
             for name, (total, _) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:4]:
@@ -71,8 +75,9 @@ def main():
     parser.add_argument('--variants', nargs='+',
                         help='NAME=VALUE[,NAME=VALUE] settings of triton_scan (--backend cuda: cuda_scan) to compare')
     parser.add_argument('--kernels', type=int, default=0, metavar='PASSES',
-                        help='with --variants: also each variant\'s forward+backward GPU time by kernel over PASSES '
-                        'calls (torch.profiler), free of host overhead')
+                        help='with --variants: also each variant\'s GPU time of the scan kernels over PASSES calls '
+                        '(torch.profiler, free of host overhead), inference and forward+backward, and the '
+                        'forward+backward\'s largest kernels')
     parser.add_argument('--backend', choices=['triton', 'cuda'], default='triton')
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--rounds', type=int, default=3)

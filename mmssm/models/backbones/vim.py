@@ -52,8 +52,29 @@ class PatchEmbed(nn.Module):
         pad = [(g - 1) * st + k - s for g, s, k, st in zip(grid, x.shape[-2:], self.kernel_size, self.stride)]
         if any(pad):
             x = F.pad(x, (0, pad[1], 0, pad[0]))
+        if self._patchify():
+            return self._patch_matmul(x, grid), grid
         x = self.projection(x)
         return x.flatten(2).transpose(1, 2), grid
+
+    def _patchify(self) -> bool:
+        """Whether the patches do not overlap (kernel = stride) and the projection is a plain Conv2d without hooks
+        (FLOP counters and pruning hooks see it called as a module otherwise)."""
+        projection = self.projection
+        return self.kernel_size == self.stride and type(projection) is nn.Conv2d \
+            and type(projection.weight) is nn.Parameter and projection.padding == (0, 0) \
+            and not (projection._forward_hooks or projection._forward_pre_hooks)
+
+    def _patch_matmul(self, x, grid):
+        """The non-overlapping conv as one matmul over the patches, written straight in the (batch, L, C) token
+        layout: cuDNN's kernel for a bf16 16x16 / 16 conv took 0.44 ms of a Vim-T inference pass at batch 128
+        (docs/benchmarks.md), a copy and a matmul take a fraction of it, and the tokens' transpose goes away."""
+        (gh, gw), (kh, kw) = grid, self.kernel_size
+        batch, channels = x.shape[:2]
+        patches = x[..., :gh * kh, :gw * kw].reshape(batch, channels, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)
+        weight = self.projection.weight
+        return F.linear(patches.reshape(batch, gh * gw, channels * kh * kw), weight.reshape(weight.shape[0], -1),
+                        self.projection.bias)
 
 
 class VimBlock(nn.Module):

@@ -25,6 +25,7 @@ import torch
 try:
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
     triton = None
 
@@ -42,6 +43,9 @@ FWD_BLOCK_D = 64
 FWD_BLOCK_D_METHODS = 32
 FWD_PROGRAMS = 1024
 FWD_WARPS = 1
+# The forward's softplus where it saves checkpoints at 16 states (N_PAD): libdevice's log, which measured faster
+# there than the series that is faster everywhere else (docs/benchmarks.md, 2026-12-08).
+SOFTPLUS_LOG_SAVED = True
 # Chunk-parallel forward (long sequences, few sequences): chunks of at least FWD_MIN_CHUNK steps (a multiple of
 # CHECKPOINT_L) when the sequences alone give fewer than FWD_PROGRAMS programs of FWD_BLOCK_D channels.
 # FWD_CHUNK_L, when set, forces that chunk length (tests, benchmarks). FWD_MIN_CHUNK not yet swept.
@@ -95,12 +99,45 @@ if triton is not None:
     TAYLOR_TERMS = tl.constexpr(_TAYLOR_TERMS)
     LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E)
 
+    # Compiled kernels divide with div.approx (a reciprocal and a multiply, 2 ulp) where the quotient feeds only
+    # softplus and sigmoid; Triton's interpreter has no libdevice, so it divides exactly.
+    FAST_DIV = tl.constexpr(os.environ.get('TRITON_INTERPRET', '0') not in ('1', 'true', 'True'))
+
+    @triton.jit
+    def _fast_div(a, b):
+        if FAST_DIV:
+            return libdevice.fast_dividef(a, b)
+        else:
+            return a / b
+
+    @triton.jit
+    def _sigmoid(x):
+        """1 / (1 + exp(-x)): an exp2, a reciprocal and a multiply (tl.sigmoid divides exactly)."""
+        return _fast_div(1.0, 1.0 + tl.exp2(-x * LOG2E))
+
     @triton.jit
     def _softplus(x):
-        """log1p(exp(x)), x above 20, as torch's softplus and the CUDA kernels'. log(1 + exp(x)) would round to 0
-        below x = -17 (and lose digits well before), where a step of exp(x) still moves a stiff state. Triton has
-        no portable log1p: below e = 1/32 its series (5 terms, truncation e^5 / 6 relative), above it log(1 + e)
-        with the rounding of 1 + e corrected (log(w) e / (w - 1))."""
+        """log(1 + exp(x)) = max(x, 0) + log1p(t), t = exp(-|x|) in (0, 1], without thresholds or a log: log1p(t)
+        = 2 atanh(s), s = t / (2 + t) <= 1/3, by its series to s^13 (truncation (1/9)^7 / 15 < 1.5e-8 relative).
+        Accurate to float32 rounding where log(1 + exp(x)) loses digits (x below about -17 it rounds to 0, while a
+        step of exp(x) still moves a stiff state); equals x above 17 as torch's softplus above 20. 14 instructions
+        (a libdevice log1p and its branches took 57 a channel, a quarter of the forward's loop: docs/benchmarks.md)."""
+        t = tl.exp2(-tl.abs(x) * LOG2E)
+        s = _fast_div(t, 2.0 + t)
+        s2 = s * s
+        p = 2.0 / 13.0
+        p = p * s2 + 2.0 / 11.0
+        p = p * s2 + 2.0 / 9.0
+        p = p * s2 + 2.0 / 7.0
+        p = p * s2 + 2.0 / 5.0
+        p = p * s2 + 2.0 / 3.0
+        p = p * s2 + 2.0
+        return tl.maximum(x, 0.0) + s * p
+
+    @triton.jit
+    def _softplus_log(x):
+        """softplus by libdevice's log, an exact division and two thresholds: the forward's where it saves
+        checkpoints at 16 states (see SOFTPLUS_LOG_SAVED)."""
         e = tl.exp(tl.minimum(x, 20.0))
         series = e * (1.0 - e * (0.5 - e * (1.0 / 3.0 - e * (0.25 - e * 0.2))))
         w = 1.0 + e
@@ -333,7 +370,8 @@ if triton is not None:
             batch_size, dim, length, per_group, groups, n_ckpt, chunk_len, n_chunks,
             N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, CKPT_L: tl.constexpr,
             METHOD: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-            SAVE: tl.constexpr, PHASE: tl.constexpr, GAP: tl.constexpr = False, A_LOG: tl.constexpr = False):
+            SAVE: tl.constexpr, PHASE: tl.constexpr, GAP: tl.constexpr = False, A_LOG: tl.constexpr = False,
+            SOFTPLUS_LOG: tl.constexpr = False):
         """The forward as a recurrence in time: a program owns BLOCK_D channels x N states (one element per
         state in registers) and steps through its chunk of the sequence.
 
@@ -409,11 +447,11 @@ if triton is not None:
             B0 = B_next
             Ct = C_next
             zv = z_next
-            dt = dt_next + bias
             scale = scale_next
             following = _position(t + 1, length, reverse)  # (clamped: the last step reloads itself)
             u_next = tl.load(u_rows + following * x_sl).to(tl.float32)
             B_next = tl.load(B_states + following * bc_sl, mask=state_mask, other=0.0).to(tl.float32)
+            dt = dt_next + bias
             dt_next = tl.load(delta_rows + following * x_sl).to(tl.float32)
             if GAP:
                 scale_next = 1.0 + tl.load(gap_row + following)
@@ -422,7 +460,10 @@ if triton is not None:
                 if HAS_Z:
                     z_next = tl.load(z_rows + following * z_sl).to(tl.float32)
             if SOFTPLUS:
-                dt = _softplus(dt)
+                if SOFTPLUS_LOG:
+                    dt = _softplus_log(dt)
+                else:
+                    dt = _softplus(dt)
             if METHOD == 0:  # zoh: per state one multiply, one exp2 and two FMAs (the loop is issue-bound)
                 step_dt = dt * scale if GAP else dt
                 a_bar = tl.exp2(A2 * step_dt[None, :])
@@ -441,7 +482,7 @@ if triton is not None:
             else:
                 y = tl.sum(h * Ct[:, None], axis=0) + D * u0
                 if HAS_Z:
-                    y = y * zv * tl.sigmoid(zv)
+                    y = y * zv * _sigmoid(zv)
                 tl.store(out_rows + pos * o_sl, y.to(out_ptr.dtype.element_ty))
                 if SAVE:
                     index = t // CKPT_L
@@ -570,7 +611,7 @@ if triton is not None:
                                                                                 False)
                 dy = dout
                 if HAS_Z:
-                    dy = dout * zv * tl.sigmoid(zv)
+                    dy = dout * zv * _sigmoid(zv)
                 g = Ct[None, :] * dy[:, None] + a_next * g
                 prod = prod * a_bar
                 a_next = a_bar
@@ -670,7 +711,7 @@ if triton is not None:
                         A * dt[:, None], A_inv * (1.0 / dt)[:, None], METHOD, True)
                 if HAS_Z:
                     y = tl.sum(h_t * Ct[None, :], axis=1) + D * u0
-                    sig = tl.sigmoid(zv)
+                    sig = _sigmoid(zv)
                     dy = dout * zv * sig
                     dz = dout * y * sig * (1.0 + zv * (1.0 - sig))
                     tl.store(dz_ptr + grad_rows + pos * x_sl, dz.to(dz_ptr.dtype.element_ty))
@@ -721,7 +762,7 @@ if triton is not None:
                     Q2 = Q3 + R2
                     Q3 = R3
                 if SOFTPLUS:
-                    d_dt = d_dt * tl.sigmoid(raw)
+                    d_dt = d_dt * _sigmoid(raw)
                 dbias_acc += d_dt
                 tl.store(du_ptr + grad_rows + pos * x_sl, du.to(du_ptr.dtype.element_ty))
                 tl.store(ddelta_ptr + grad_rows + pos * x_sl, d_dt.to(ddelta_ptr.dtype.element_ty))
@@ -885,7 +926,8 @@ def forward(u, delta, A, B, C, D, delta_bias, z, softplus, method, reverse, save
     z_first = z[0] if has_z else u[0]
     n_pad = max(2, next_power_of_2(state))
     common = dict(N=state, N_PAD=n_pad, CKPT_L=CHECKPOINT_L, METHOD=method_index, K=k, HAS_Z=has_z,
-                  SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0)
+                  SOFTPLUS=bool(softplus), SAVE=n_ckpt > 0,
+                  SOFTPLUS_LOG=SOFTPLUS_LOG_SAVED and n_ckpt > 0 and n_pad >= 16)
     offsets = (_offset(u), _offset(delta), _offset(z) if has_z else 0, _offset(A), _offset(B), _offset(C),
                _offset(D), _offset(delta_bias), out.stride(0), int(reverse[0]), int(reverse[-1]), *u[0].stride(),
                *(z_first.stride()), *out.stride()[1:], *B[0].stride(), *A[0].stride())

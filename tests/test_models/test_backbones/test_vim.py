@@ -130,6 +130,30 @@ def test_padding_adds_patches_only_where_needed():
     assert stride8.train_grid == (27, 27)  # as the original Vim's stride-8 models
 
 
+@pytest.mark.parametrize('size', [(64, 64), (50, 70)])
+def test_patch_embed_matmul_equals_the_conv(size):
+    """Non-overlapping patches run as one matmul into the token layout: the conv's tokens and gradients in float64
+    (a padded size too); with a hook on the projection (FLOP counters, pruning) the conv module runs instead."""
+    from mmssm.models.backbones.vim import PatchEmbed
+    torch.manual_seed(0)
+    embed = PatchEmbed(3, 8, (16, 16), (16, 16)).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    assert embed._patchify()
+    tokens, grid = embed(x)
+    calls = []
+    embed.projection.register_forward_hook(lambda *args: calls.append(1))
+    assert not embed._patchify()
+    reference, ref_grid = embed(x)
+    assert calls and grid == ref_grid and tokens.shape == (2, grid[0] * grid[1], 8)
+    torch.testing.assert_close(tokens, reference, rtol=0, atol=1e-13)
+    weight = torch.randn_like(tokens)
+    grads = torch.autograd.grad((tokens * weight).sum(), [x, embed.projection.weight, embed.projection.bias])
+    ref_grads = torch.autograd.grad((reference * weight).sum(), [x, embed.projection.weight, embed.projection.bias])
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=0, atol=1e-12)
+    assert not PatchEmbed(3, 8, (16, 16), (8, 8))._patchify()  # overlapping patches: the conv
+
+
 def test_middle_class_token_and_pos_embed_layout():
     model = Vim('test', **SMALL)
     assert model.pos_embed.shape == (1, 17, 32)

@@ -20,6 +20,7 @@ from helpers import assert_close, make_inputs  # noqa: E402
 
 from mmssm.ops.selective_scan import _compiled_arguments, selective_scan_naive  # noqa: E402
 from mmssm.ops.selective_scan.compiled import scan, selective_scan_bwd, selective_scan_fwd  # noqa: E402
+from mmssm.ops.selective_scan.triton_scan import _sigmoid, _softplus, tl, triton  # noqa: E402
 
 ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')
 
@@ -55,6 +56,33 @@ def check_one_direction(method, with_options, state):
         assert grad.shape == ref_grad.shape, f'{label} d{name}: shape {tuple(grad.shape)}'
         assert_close(f'{label} d{name}', ref_grad, grad, atol=1e-4 * ref_grad.abs().max().item())
     print('ok', label, flush=True)
+
+
+def check_softplus_and_sigmoid():
+    """The kernels' softplus (log1p(exp(-|x|)) by its atanh series) and sigmoid against float64 torch on x in
+    [-120, 120], as compiled on a GPU (approximate exp2 and division) or interpreted: relative error below
+    1.5e-6 + 6e-8 |x| (the float32 rounding of x log2(e) before the exp2) where exp(-|x|) / 2 is a normal float32
+    (x > -86); below that the GPU flushes it to 0, so softplus(x) < 1e-37."""
+    @triton.jit
+    def kernel(x_ptr, softplus_ptr, sigmoid_ptr, n, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + offsets, mask=offsets < n)
+        tl.store(softplus_ptr + offsets, _softplus(x), mask=offsets < n)
+        tl.store(sigmoid_ptr + offsets, _sigmoid(x), mask=offsets < n)
+
+    x = torch.cat([torch.linspace(-120, 120, 4001), torch.linspace(-1, 1, 2001), torch.linspace(15, 22, 701)])
+    x = x.to(DEVICE)
+    softplus, sigmoid = torch.empty_like(x), torch.empty_like(x)
+    kernel[(triton.cdiv(x.numel(), 1024),)](x, softplus, sigmoid, x.numel(), BLOCK=1024)
+    x64 = x.double()
+    ref = torch.nn.functional.softplus(x64, threshold=1000.0)
+    normal, bound = x64 > -86, 1.5e-6 + 6e-8 * x64.abs()
+    error = ((softplus.double() - ref).abs() / ref / bound)[normal].max().item()
+    assert error < 1, f'softplus: largest relative error {error:.3g} x its bound'
+    assert softplus[~normal].abs().max().item() < 1e-37, softplus[~normal]
+    sig_error = ((sigmoid.double() - torch.sigmoid(x64)).abs() / torch.sigmoid(x64) / bound)[normal].max().item()
+    assert sig_error < 1, f'sigmoid: largest relative error {sig_error:.3g} x its bound'
+    print(f'ok softplus and sigmoid (largest errors {error:.2g}, {sig_error:.2g} x their bounds)', flush=True)
 
 
 def check_softplus_tail(method, shift, through_op=False):
@@ -256,6 +284,8 @@ if __name__ == '__main__':
     if part in ('plumbing', 'all'):
         check_opcheck()
         check_merged()
+        check_softplus_and_sigmoid()
+        check_one_direction('zoh', with_options=True, state=16)  # the forward's softplus_log (it saves, N_PAD 16)
         check_softplus_tail('zoh', -30.0)
         check_softplus_tail('foh', -5.0)
         check_softplus_tail('foh', -5.0, through_op=True)

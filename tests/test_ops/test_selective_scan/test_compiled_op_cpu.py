@@ -46,9 +46,10 @@ def _interpret(part):
 def test_custom_ops_through_the_triton_interpreter():
     """opcheck of the ops (schema, fake implementations, autograd registration), and softplus of delta far below
     0 (~1e-13 at -30) and in its series' range, forward and every gradient (through the eager autograd.Function
-    and through the op's own autograd); the merged output layout of two directions."""
+    and through the op's own autograd); the merged output layout of two directions; the kernels' softplus and
+    sigmoid over [-120, 120], and a 16-state scan with gradients (the forward's other softplus)."""
     stdout = _interpret('plumbing')
-    assert stdout.count('ok ') == 5, stdout  # opcheck also of channels-last inputs
+    assert stdout.count('ok ') == 7, stdout  # opcheck also of channels-last inputs
 
 
 @needs_interpreter

@@ -28,4 +28,7 @@ def test_forward_step_loop_in_sass():
         pytest.skip(str(error))
     step = loops[-1]['opcodes']
     assert 32 <= step['MUFU'] <= 48, step
+    # softplus by its series and sigmoid by an approximate reciprocal: 362 on Triton 3.7 (libdevice's log1p and
+    # exact divisions took 458)
+    assert loops[-1]['instructions'] <= 400, loops[-1]
     assert step['SHFL'] == step['BAR'] == step['LDS'] == step['STS'] == 0, step
