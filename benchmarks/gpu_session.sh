@@ -210,13 +210,13 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
     softplus) run softplus_plumbing 45 python tests/test_ops/test_selective_scan/interpreted_ops.py plumbing
               run softplus_vim 100 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph --sizes 224:128 \
                 --max-seconds 2 --train-models vim_t_graph,deit_t_graph --json "$OUT/vim_softplus.json"
-              run softplus_tests 140 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
-                tests/test_ops/test_selective_scan/test_strided_zoh.py tests/test_models/test_layers/test_mamba_mixer_channels_last.py \
-                tests/test_models/test_backbones/test_vim.py \
-                "tests/test_ops/test_selective_scan/test_gpu_backends.py::test_softplus_of_very_negative_delta" \
-                "tests/test_ops/test_selective_scan/test_gpu_backends.py::test_bidirectional_with_options_in_one_direction_only"
               run softplus_scan 45 python benchmarks/scan_tune.py --shapes 128,384,197,16 --repeats 10 --kernels 10 \
-                --variants default SOFTPLUS_LOG_SAVED=0 ;;  # (after build) the scan's softplus, Vim's patch matmul
+                --variants default SOFTPLUS_LOG_SAVED=0
+              run softplus_tests 140 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
+                tests/test_ops/test_selective_scan/test_strided_zoh.py tests/test_models/test_backbones/test_vim.py \
+                tests/test_models/test_layers/test_mamba_mixer_channels_last.py \
+                "tests/test_ops/test_selective_scan/test_gpu_backends.py::test_softplus_of_very_negative_delta" \
+                "tests/test_ops/test_selective_scan/test_gpu_backends.py::test_bidirectional_with_options_in_one_direction_only" ;;  # (after build) the scan's softplus, Vim's patch matmul
     methodtune) run methodtune 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --repeats 5 \
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
