@@ -13,8 +13,9 @@ associative scans over (N, L) tiles of one channel was slower at every measured 
 
 The kernels evaluate discretize.py's math per element in float32 and clamp the earlier samples at the sequence start.
 The forward's (states, channels) tile puts the channels across the lanes and every state of a channel in one thread,
-so the sum over the states (the output) needs no shuffles; A is read through a stride that Triton does not
-specialize, since a load contiguous in the states would pull the layout the other way. (The backward keeps its
+so the sum over the states (the output) needs no shuffles; A and the saved states are read and written one state
+row at a time, since a 2-D access contiguous in the states pulls the layout the other way (Triton 3.6 follows it
+into the step loop). (The backward keeps its
 (channels, states) tile: the same change made it 1.14-1.33x slower on an H100, its sums over the channels then
 crossing the lanes.)
 """
@@ -143,6 +144,29 @@ if triton is not None:
         w = 1.0 + e
         corrected = tl.log(w) * (e / tl.where(e < 0.03125, 1.0, w - 1.0))
         return tl.where(x > 20.0, x, tl.where(e < 0.03125, series, corrected))
+
+    # The forward's (states, channels) tile is read and written one state row at a time: 1-D accesses over the
+    # channels. A 2-D access (A, the saved states) let Triton 3.6 lay the whole tile out with each channel's states
+    # across 4 lanes, with shuffles for the sum over them and shared-memory round trips every step (Triton 3.7 keeps
+    # them in one thread either way; docs/benchmarks.md).
+    @triton.jit
+    def _load_rows(ptr, channels, channel_mask, state_stride, N: tl.constexpr, N_PAD: tl.constexpr,
+                   BLOCK_D: tl.constexpr):
+        """(N_PAD, BLOCK_D) float32 tile of ptr[channel offsets + n * state_stride], zero past N."""
+        states = tl.arange(0, N_PAD)
+        tile = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
+        for n in tl.static_range(N):
+            row = tl.load(ptr + channels + n * state_stride, mask=channel_mask, other=0.0).to(tl.float32)
+            tile = tl.where(states[:, None] == n, row[None, :], tile)
+        return tile
+
+    @triton.jit
+    def _store_rows(ptr, tile, channels, channel_mask, state_stride, N: tl.constexpr, N_PAD: tl.constexpr):
+        """ptr[channel offsets + n * state_stride] = tile[n] for n < N (the sum picks a row inside each thread)."""
+        states = tl.arange(0, N_PAD)
+        for n in tl.static_range(N):
+            tl.store(ptr + channels + n * state_stride, tl.sum(tl.where(states[:, None] == n, tile, 0.0), axis=0),
+                     mask=channel_mask)
 
     @triton.jit
     def _exp_phis(x, inverse, COUNT: tl.constexpr):
@@ -361,7 +385,7 @@ if triton is not None:
         return raw, C, dout, z
 
     @fast_launch
-    @triton.jit(do_not_specialize=['a_sn'])
+    @triton.jit
     def _scan_fwd_seq_kernel(
             u_ptr, delta_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
             start_ptr, local_ptr, prod_ptr, gap_ptr,
@@ -406,11 +430,8 @@ if triton is not None:
         bc_row = batch * bc_sb + group * bc_sg + states * bc_sn
         B_states = B_ptr + direction * B_off + bc_row
         C_states = C_ptr + direction * C_off + bc_row
-        mask2 = state_mask[:, None] & (channels[None, :] < dim)
-        # (a_sn, A's state stride, is not specialized to 1: a load contiguous in the states would pull the tile's
-        # layout to states across threads, and the sum over them into shuffles)
-        A = tl.load(A_ptr + direction * A_off + channels[None, :] * a_sd + states[:, None] * a_sn, mask=mask2,
-                    other=0.0).to(tl.float32)
+        channel_mask = channels < dim
+        A = _load_rows(A_ptr + direction * A_off, channels * a_sd, channel_mask, a_sn, N, N_PAD, BLOCK_D)
         if A_LOG:
             A = -tl.exp(A)
         A2 = A * LOG2E  # exp(x) = exp2(x log2(e)): the zoh loop multiplies once per state
@@ -418,9 +439,11 @@ if triton is not None:
         D = tl.load(D_ptr + direction * D_off + channels).to(tl.float32)
         bias = tl.load(bias_ptr + direction * bias_off + channels).to(tl.float32)
         h = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
-        chunk_rows = ((direction * rows_total + rows[None, :]) * N + states[:, None]) * n_chunks + chunk
+        # the chunk buffers: (directions, batch, dim, N, n_chunks); the saved states: (directions, batch, dim, ..., N)
+        chunk_rows = (direction * rows_total + rows) * N * n_chunks + chunk
+        saved_rows = direction * rows_total + rows
         if PHASE == 2:
-            h = tl.load(start_ptr + chunk_rows, mask=mask2, other=0.0)
+            h = _load_rows(start_ptr, chunk_rows, channel_mask, n_chunks, N, N_PAD, BLOCK_D)
         prod = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32) + 1.0
         start = tl.where(reverse != 0, length - 1, 0)
         step = tl.where(reverse != 0, -1, 1)
@@ -487,14 +510,13 @@ if triton is not None:
                 if SAVE:
                     index = t // CKPT_L
                     if (t % CKPT_L == CKPT_L - 1) & (index < n_ckpt):
-                        tl.store(ckpt_ptr + ((direction * rows_total + rows[None, :]) * n_ckpt + index) * N
-                                 + states[:, None], h, mask=mask2)
+                        _store_rows(ckpt_ptr, h, (saved_rows * n_ckpt + index) * N, channel_mask, 1, N, N_PAD)
             u1, u2, u3, B1, B2, B3 = _shift_taps(u0, u1, u2, u3, B0, B1, B2, B3, K)
         if PHASE == 1:
-            tl.store(local_ptr + chunk_rows, h, mask=mask2)
-            tl.store(prod_ptr + chunk_rows, prod, mask=mask2)
+            _store_rows(local_ptr, h, chunk_rows, channel_mask, n_chunks, N, N_PAD)
+            _store_rows(prod_ptr, prod, chunk_rows, channel_mask, n_chunks, N, N_PAD)
         elif chunk == n_chunks - 1:
-            tl.store(last_ptr + (direction * rows_total + rows[None, :]) * N + states[:, None], h, mask=mask2)
+            _store_rows(last_ptr, h, saved_rows * N, channel_mask, 1, N, N_PAD)
 
     @fast_launch
     @triton.jit
