@@ -150,22 +150,23 @@ if triton is not None:
     # across 4 lanes, with shuffles for the sum over them and shared-memory round trips every step (Triton 3.7 keeps
     # them in one thread either way; docs/benchmarks.md).
     @triton.jit
-    def _load_rows(ptr, channels, channel_mask, state_stride, N: tl.constexpr, N_PAD: tl.constexpr,
+    def _load_rows(ptr, offsets, channel_mask, state_stride, N: tl.constexpr, N_PAD: tl.constexpr,
                    BLOCK_D: tl.constexpr):
-        """(N_PAD, BLOCK_D) float32 tile of ptr[channel offsets + n * state_stride], zero past N."""
+        """(N_PAD, BLOCK_D) float32 tile of ptr[offsets + n * state_stride] (offsets: one per channel), zero past
+        N."""
         states = tl.arange(0, N_PAD)
         tile = tl.zeros([N_PAD, BLOCK_D], dtype=tl.float32)
         for n in tl.static_range(N):
-            row = tl.load(ptr + channels + n * state_stride, mask=channel_mask, other=0.0).to(tl.float32)
+            row = tl.load(ptr + offsets + n * state_stride, mask=channel_mask, other=0.0).to(tl.float32)
             tile = tl.where(states[:, None] == n, row[None, :], tile)
         return tile
 
     @triton.jit
-    def _store_rows(ptr, tile, channels, channel_mask, state_stride, N: tl.constexpr, N_PAD: tl.constexpr):
-        """ptr[channel offsets + n * state_stride] = tile[n] for n < N (the sum picks a row inside each thread)."""
+    def _store_rows(ptr, tile, offsets, channel_mask, state_stride, N: tl.constexpr, N_PAD: tl.constexpr):
+        """ptr[offsets + n * state_stride] = tile[n] for n < N (the sum picks a row inside each thread)."""
         states = tl.arange(0, N_PAD)
         for n in tl.static_range(N):
-            tl.store(ptr + channels + n * state_stride, tl.sum(tl.where(states[:, None] == n, tile, 0.0), axis=0),
+            tl.store(ptr + offsets + n * state_stride, tl.sum(tl.where(states[:, None] == n, tile, 0.0), axis=0),
                      mask=channel_mask)
 
     @triton.jit
