@@ -4,7 +4,7 @@
 # runs out of time leaves the others' results.
 # Steps: build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune
 # kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile
-# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick fastmath forms softplus (default: all but the last thirty-six, in that order).
+# mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick fastmath softplus (default: all but the last thirty-five, in that order).
 #
 #   bash benchmarks/gpu_session.sh tests dyvm
 set -u
@@ -202,11 +202,6 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                     --models vim_t_triton_graph --sizes 224:128 --max-seconds 2 --train-models vim_t_graph --json $OUT/vim_$name.json"
                 done
               done ;;  # (after build) the kernels' softplus and sigmoid without libdevice's log1p and exact divisions
-    forms) run forms_plumbing 120 python tests/test_ops/test_selective_scan/interpreted_ops.py plumbing
-           run forms_scan 200 python benchmarks/scan_tune.py --shapes 128,384,197,16 128,160,196,8 --repeats 10 \
-             --kernels 10 --variants default SOFTPLUS_LOG_SAVED=0 default
-           run forms_strided 90 python -m pytest -p no:cacheprovider -q -m "gpu or not gpu" \
-             tests/test_ops/test_selective_scan/test_strided_zoh.py ;;  # (after build) the forward's math forms A/B
     softplus) run softplus_plumbing 45 python tests/test_ops/test_selective_scan/interpreted_ops.py plumbing
               run softplus_vim 100 python benchmarks/vim_gpu.py --models vim_t_triton_graph,deit_t_graph --sizes 224:128 \
                 --max-seconds 2 --train-models vim_t_graph,deit_t_graph --json "$OUT/vim_softplus.json"
@@ -221,7 +216,7 @@ vim_s_triton --sizes 224:128,512:32,1248:8 --max-seconds 2 --train-models vim_t_
                   --methods zoh bilinear rk4 foh poly highorder --variants default FWD_BLOCK_D=32 ;;  # heavy methods' registers
     tune) run tune 80 python benchmarks/scan_tune.py --shapes 128,384,197,16 8,384,4096,16 --blocks 16 32 64 \
             --warps 2 4 8 ;;
-    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick fastmath forms softplus)"
+    *) echo "unknown step $step (build tests diagnose scantests dyvm prune token scan vim mambavision vimtrain profile cltests vim224 tune kernelcheck prunebig longl tokenprof gapcheck trainmem bwdtune tune2 tune3 vim224t mvprofile mvquick mvfast mvprofcl graph segtune trainprof cudachunk mvcompile methods hostcost autocheck conv ckpttune ab methodtune fusedtrain graphtrain autotrain stridedzoh stridedquick stridedab stridedbwd stridedbwdquick fastmath softplus)"
        exit 2 ;;
   esac
 done

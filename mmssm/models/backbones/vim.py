@@ -71,7 +71,7 @@ class PatchEmbed(nn.Module):
         (docs/benchmarks.md), a copy and a matmul take a fraction of it, and the tokens' transpose goes away."""
         (gh, gw), (kh, kw) = grid, self.kernel_size
         batch, channels = x.shape[:2]
-        patches = x[..., :gh * kh, :gw * kw].reshape(batch, channels, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)
+        patches = x.reshape(batch, channels, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)  # (padded to whole patches)
         weight = self.projection.weight
         return F.linear(patches.reshape(batch, gh * gw, channels * kh * kw), weight.reshape(weight.shape[0], -1),
                         self.projection.bias)

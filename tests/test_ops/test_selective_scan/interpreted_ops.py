@@ -9,6 +9,8 @@ import os
 import sys
 
 import torch
+import triton
+import triton.language as tl
 
 # on the CPU through the interpreter, or compiled on a CUDA device (``python interpreted_ops.py chunked`` there: a
 # quick check of the kernels after a change, without the OpenMMLab stack)
@@ -20,7 +22,7 @@ from helpers import assert_close, make_inputs  # noqa: E402
 
 from mmssm.ops.selective_scan import _compiled_arguments, selective_scan_naive  # noqa: E402
 from mmssm.ops.selective_scan.compiled import scan, selective_scan_bwd, selective_scan_fwd  # noqa: E402
-from mmssm.ops.selective_scan.triton_scan import _sigmoid, _softplus, tl, triton  # noqa: E402
+from mmssm.ops.selective_scan.triton_scan import _sigmoid, _softplus  # noqa: E402
 
 ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')
 
